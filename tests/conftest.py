@@ -14,7 +14,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Small tensors gain nothing from a second thread, and CI runs Ray trials beside the tests.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

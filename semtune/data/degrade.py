@@ -1,0 +1,605 @@
+"""Pure, seeded degradations of SEM images and the paper's synthetic sets A, B and C.
+
+Gao et al. (2024) build three paired test sets from clean images:
+
+- ``'A'``: Gaussian blur (7x7, sigma 1);
+- ``'B'``: Gaussian blur + fog of random, spatially varying concentration;
+- ``'C'``: hybrid blur (Gaussian; motion, angle 0, length 10 px; defocus disk, radius 5) + fog.
+
+Conventions (see docs/synthetic_sets.md for the calibration):
+
+- Images are ``(B, 1, H, W)`` float tensors in [0, 1]; every output stays in [0, 1].
+- Blurs are true convolutions with ``'reflect'`` borders: torch/kornia ``'reflect'`` mirrors about
+  the edge pixel without repeating it, i.e. scipy.ndimage ``mode='mirror'`` (not scipy's
+  ``'reflect'``, which repeats the edge pixel). Each image side must exceed the PSF's radius.
+- Fog follows the scattering model of the paper's eq. 18, ``I = f t + A (1 - t)`` with
+  ``t(x, y) = exp(-beta(x, y) d)``. ``beta`` is a smooth random field spanning
+  ``config.fog_beta``; ``d`` (``fog_depth``) and the airlight ``A`` (``fog_airlight``, in [0, 1]
+  image units) are calibrated so that sets B and C drop from set A as much as in the paper.
+- Randomness: image ``i`` of a batch draws only from its own ``torch.Generator``, seeded from
+  ``(seed, index_offset + i)``. An image's degradation therefore does not depend on the other
+  images in the batch, and a set can be made in chunks: ``degrade(x[a:b], s, seed=k,
+  index_offset=a)`` equals rows ``a:b`` of ``degrade(x, s, seed=k)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import kornia
+import numpy as np
+import scipy.fft
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "BLUR_KERNELS",
+    "SETS",
+    "DegradeConfig",
+    "Degraded",
+    "defocus_blur",
+    "degrade",
+    "disk_kernel",
+    "fog",
+    "gaussian_blur",
+    "gaussian_kernel",
+    "image_generator",
+    "motion_blur",
+    "motion_kernel",
+    "set_psf",
+]
+
+SETS: tuple[str, ...] = ("A", "B", "C")
+BLUR_KERNELS: tuple[str, ...] = ("gaussian", "motion", "defocus")
+_HYBRID_READINGS: tuple[str, ...] = ("sequence", "random")
+
+# Direct convolution costs k^2 per pixel, FFT roughly a constant: from this PSF size on, the
+# FFT is faster on CPU for 256x256 images (an 11x11 disk: about 2x).
+_FFT_MIN_KERNEL = 9
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool
+    )
+
+
+def _check_positive(name: str, value: object) -> None:
+    if not _is_real(value) or not 0.0 < float(value) < math.inf:  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_odd_size(name: str, value: object) -> None:
+    if not _is_int(value) or value < 1 or value % 2 == 0:  # type: ignore[operator]
+        raise ValueError(f"{name} must be an odd int >= 1, got {value!r}")
+
+
+def _check_images(x: object) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected images of shape (B, 1, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point tensor, got {x.dtype}")
+
+
+def _check_fits(x: Tensor, kernel_size: int) -> None:
+    # Reflect padding mirrors without the edge pixel, so it needs more than k // 2 pixels.
+    if min(x.shape[-2:]) <= kernel_size // 2:
+        raise ValueError(
+            f"images of size {tuple(x.shape[-2:])} are too small for a {kernel_size}x"
+            f"{kernel_size} PSF with reflect borders: each side must exceed {kernel_size // 2}"
+        )
+
+
+def _check_set(set_name: str) -> None:
+    if set_name not in SETS:
+        raise ValueError(f"unknown set {set_name!r}; valid: {SETS}")
+
+
+def _per_image(
+    generator: torch.Generator | Sequence[torch.Generator], batch: int
+) -> Sequence[torch.Generator]:
+    if isinstance(generator, torch.Generator):
+        return [generator] * batch
+    generators = list(generator)
+    if len(generators) != batch or not all(isinstance(g, torch.Generator) for g in generators):
+        raise ValueError(
+            f"expected a torch.Generator or {batch} of them (one per image), "
+            f"got {len(generators)} items"
+        )
+    return generators
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+def gaussian_kernel(kernel_size: int = 7, sigma: float = 1.0) -> Tensor:
+    """Sampled, normalised 2D Gaussian (paper eq. 17).
+
+    Args:
+        kernel_size: odd side length in pixels (>= 1).
+        sigma: standard deviation in pixels (> 0).
+
+    Returns:
+        ``(kernel_size, kernel_size)`` float32 kernel that sums to 1.
+    """
+    _check_odd_size("kernel_size", kernel_size)
+    _check_positive("sigma", sigma)
+    kernel = kornia.filters.get_gaussian_kernel2d(kernel_size, (float(sigma), float(sigma)))
+    return kernel[0].to(torch.float32)
+
+
+def motion_kernel(length: int = 10, angle: float = 0.0) -> Tensor:
+    """Linear motion-blur kernel: a uniform segment of ``length`` pixels (paper eq. 19).
+
+    Each tap of the horizontal line gets the exact length of the segment ``[-length/2, length/2]``
+    that falls in its pixel, so even lengths stay centred: length 10 gives nine taps of 1/10 and
+    two end taps of 1/20 (kornia's motion kernel only takes odd sizes). The line is then turned
+    with kornia's bilinear rotation.
+
+    Args:
+        length: segment length in pixels (>= 1).
+        angle: direction in degrees, counter-clockwise as displayed (rows run down); 0 is a
+            horizontal streak.
+
+    Returns:
+        ``(k, k)`` float32 kernel summing to 1, ``k`` the smallest odd size that holds the
+        segment (11 for length 10).
+    """
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be an int >= 1, got {length!r}")
+    if not math.isfinite(angle):
+        raise ValueError(f"angle must be finite, got {angle!r}")
+    half = math.ceil(length / 2 - 0.5)
+    size = 2 * half + 1
+    centres = torch.arange(size, dtype=torch.float64) - half
+    lo = torch.clamp(centres - 0.5, min=-length / 2)
+    hi = torch.clamp(centres + 0.5, max=length / 2)
+    row = torch.clamp(hi - lo, min=0.0) / length
+    kernel = torch.zeros(size, size, dtype=torch.float64)
+    kernel[half] = row
+    if angle % 360.0 != 0.0:
+        rotated = kornia.geometry.transform.rotate(
+            kernel[None, None], torch.tensor([float(angle)], dtype=torch.float64)
+        )[0, 0]
+        kernel = rotated / rotated.sum()
+    return kernel.to(torch.float32)
+
+
+def disk_kernel(radius: float = 5) -> Tensor:
+    """Uniform out-of-focus disk (paper eq. 20), sampled at pixel centres.
+
+    Args:
+        radius: disk radius in pixels (> 0); pixels whose centre is within ``radius`` of the
+            kernel centre are inside.
+
+    Returns:
+        ``(k, k)`` float32 kernel with ``k = 2 * floor(radius) + 1``, equal to one over the number
+        of pixels inside the disk there and zero elsewhere (81 pixels for radius 5, against
+        ``pi r^2 = 78.5`` in the continuous formula).
+    """
+    _check_positive("radius", radius)
+    half = math.floor(radius)
+    offsets = torch.arange(-half, half + 1, dtype=torch.float64)
+    inside = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius**2
+    kernel = inside.to(torch.float64)
+    return (kernel / kernel.sum()).to(torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Blurs
+# --------------------------------------------------------------------------------------------
+
+
+def gaussian_blur(x: Tensor, kernel_size: int = 7, sigma: float = 1.0) -> Tensor:
+    """Gaussian blur with reflect borders (kornia, separable).
+
+    Args:
+        x: ``(B, 1, H, W)`` float images in [0, 1]; ``H, W > kernel_size // 2``.
+        kernel_size: odd side length in pixels.
+        sigma: standard deviation in pixels.
+
+    Returns:
+        ``(B, 1, H, W)`` blurred images.
+    """
+    _check_images(x)
+    _check_odd_size("kernel_size", kernel_size)
+    _check_positive("sigma", sigma)
+    _check_fits(x, kernel_size)
+    return kornia.filters.gaussian_blur2d(
+        x, kernel_size, (float(sigma), float(sigma)), border_type="reflect"
+    )
+
+
+def motion_blur(x: Tensor, length: int = 10, angle: float = 0.0) -> Tensor:
+    """Linear motion blur (see :func:`motion_kernel`) with reflect borders.
+
+    Args:
+        x: ``(B, 1, H, W)`` float images in [0, 1].
+        length: streak length in pixels.
+        angle: streak direction in degrees, counter-clockwise; 0 is horizontal.
+
+    Returns:
+        ``(B, 1, H, W)`` blurred images.
+    """
+    _check_images(x)
+    return _convolve(x, motion_kernel(length, angle))
+
+
+def defocus_blur(x: Tensor, radius: float = 5.0) -> Tensor:
+    """Out-of-focus blur by a uniform disk (see :func:`disk_kernel`) with reflect borders.
+
+    Args:
+        x: ``(B, 1, H, W)`` float images in [0, 1].
+        radius: disk radius in pixels.
+
+    Returns:
+        ``(B, 1, H, W)`` blurred images.
+    """
+    _check_images(x)
+    return _convolve(x, disk_kernel(radius))
+
+
+def _convolve(x: Tensor, psf: Tensor) -> Tensor:
+    """Convolve ``x`` (B, 1, H, W) with one PSF (k, k), by the cheapest exact route.
+
+    A rank-1 PSF (Gaussian, motion at 0 or 90 degrees) runs as two 1-D passes, a small one
+    directly, a large one by FFT.
+    """
+    psf = _trim(psf)
+    size = psf.shape[-1]
+    _check_fits(x, size)
+    factors = _separable_factors(psf)
+    if factors is not None:
+        column, row = (f.to(device=x.device, dtype=x.dtype) for f in factors)
+        # filter2d_separable correlates: flipped factors make it a convolution.
+        return kornia.filters.filter2d_separable(
+            x, row.flip(0)[None], column.flip(0)[None], border_type="reflect"
+        )
+    psf = psf.to(device=x.device, dtype=x.dtype)
+    if size < _FFT_MIN_KERNEL:
+        return kornia.filters.filter2d(x, psf[None], border_type="reflect", behaviour="conv")
+    return _fft_convolve(x, psf)
+
+
+def _convolve_each(x: Tensor, choices: Sequence[Tensor], picks: Tensor) -> Tensor:
+    """Convolve image ``i`` with ``choices[picks[i]]``: one batched pass per distinct PSF."""
+    out = torch.empty_like(x)
+    for choice in picks.unique().tolist():
+        index = (picks == choice).nonzero()[:, 0].to(x.device)
+        out[index] = _convolve(x[index], choices[choice])
+    return out
+
+
+def _separable_factors(psf: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(column, row) with ``psf == column[:, None] * row[None, :]``, or None if not rank 1."""
+    u, s, vh = torch.linalg.svd(psf.to(torch.float64))
+    if s.numel() > 1 and s[1] > 1e-9 * s[0]:
+        return None
+    # The sign of a singular pair is arbitrary; the PSF is non-negative, so keep both factors so.
+    sign = 1.0 if u[:, 0].sum() >= 0 else -1.0
+    scale = s[0].sqrt()
+    return sign * scale * u[:, 0], sign * scale * vh[0]
+
+
+def _trim(psf: Tensor) -> Tensor:
+    """Drop all-zero outer rings of an odd square PSF (undoes :func:`_embed`)."""
+    while psf.shape[-1] > 1 and not (
+        psf[0].any() or psf[-1].any() or psf[:, 0].any() or psf[:, -1].any()
+    ):
+        psf = psf[1:-1, 1:-1]
+    return psf
+
+
+def _fft_convolve(x: Tensor, psf: Tensor) -> Tensor:
+    """Reflect-padded convolution of (B, 1, H, W) images with one (k, k) PSF by FFT, k odd."""
+    size = psf.shape[-1]
+    pad = size // 2
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    # Zero-padding up to a smooth FFT size is safe: the kept window never reads past H + 2 pad.
+    fft_h = scipy.fft.next_fast_len(height + 2 * pad, real=True)
+    fft_w = scipy.fft.next_fast_len(width + 2 * pad, real=True)
+    spectrum = torch.fft.rfft2(padded, s=(fft_h, fft_w))
+    psf_spectrum = torch.fft.rfft2(psf, s=(fft_h, fft_w))
+    # The PSF sits at the top-left corner, so the output is shifted by ``pad``: with the input
+    # padded by ``pad`` too, the un-padded image lands at [2 pad, 2 pad + H).
+    out = torch.fft.irfft2(spectrum * psf_spectrum, s=(fft_h, fft_w))
+    return out[..., 2 * pad : 2 * pad + height, 2 * pad : 2 * pad + width].contiguous()
+
+
+def _compose(kernels: Sequence[Tensor]) -> Tensor:
+    """Full convolution of odd square kernels: the PSF of applying them one after the other."""
+    out = kernels[0].to(torch.float64)
+    for kernel in kernels[1:]:
+        k = kernel.to(torch.float64)
+        size = k.shape[-1]
+        out = F.conv2d(out[None, None], k.flip(-1, -2)[None, None], padding=size - 1)[0, 0]
+    return (out / out.sum()).to(torch.float32)
+
+
+def _embed(psf: Tensor, size: int) -> Tensor:
+    """Zero-pad an odd (k, k) PSF to (size, size), keeping its centre."""
+    pad = (size - psf.shape[-1]) // 2
+    return F.pad(psf, (pad, pad, pad, pad))
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DegradeConfig:
+    """Parameters of the blurs, the fog and the hybrid blur of set C.
+
+    The blur parameters are the paper's. The fog parameters are calibrated on 256x256 crops of
+    real SEM images (bench/calibrate_sets.py, docs/synthetic_sets.md) to reproduce the paper's
+    drops of sets B and C from set A.
+
+    Attributes:
+        gaussian_kernel: odd Gaussian kernel side, pixels.
+        gaussian_sigma: Gaussian standard deviation, pixels (> 0).
+        motion_length: motion streak length, pixels (>= 1).
+        motion_angle: motion direction, degrees counter-clockwise (0 = horizontal).
+        defocus_radius: defocus disk radius, pixels (> 0).
+        fog_airlight: airlight ``A`` of eq. 18 in image units, [0, 1].
+        fog_depth: depth ``d`` of eq. 18 (>= 0): scales the optical thickness ``beta d``; 0 turns
+            fog off.
+        fog_beta: ``(low, high)`` range of the scattering coefficient field, 0 <= low <= high
+            (the paper's [1.5, 2.5]).
+        fog_scale: spacing in pixels of the random nodes of the ``beta`` field (>= 1); the field
+            varies over about this distance.
+        hybrid: reading of set C's "hybrid blur": ``'sequence'`` applies every blur of
+            ``hybrid_kernels`` one after the other (one composite PSF); ``'random'`` applies one
+            entry of ``hybrid_kernels``, drawn uniformly per image.
+        hybrid_kernels: the blurs of set C, each a name from ``BLUR_KERNELS`` or a chain of
+            them joined by ``'+'`` (``'gaussian+motion'`` applies both), so that
+            ``hybrid='random'`` with ``('gaussian+gaussian', 'gaussian+motion',
+            'gaussian+defocus')`` reads "a Gaussian, then one blur drawn per image".
+    """
+
+    gaussian_kernel: int = 7
+    gaussian_sigma: float = 1.0
+    motion_length: int = 10
+    motion_angle: float = 0.0
+    defocus_radius: float = 5.0
+    # Calibrated by bench/calibrate_sets.py --search (docs/synthetic_sets.md).
+    fog_airlight: float = 0.3
+    fog_depth: float = 0.0587
+    fog_beta: tuple[float, float] = (1.5, 2.5)
+    fog_scale: int = 64
+    hybrid: Literal["sequence", "random"] = "random"
+    hybrid_kernels: tuple[str, ...] = BLUR_KERNELS
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.gaussian_kernel) or self.gaussian_kernel < 1:
+            raise ValueError(f"gaussian_kernel must be an odd int >= 1, got {self.gaussian_kernel!r}")
+        if self.gaussian_kernel % 2 == 0:
+            raise ValueError(f"gaussian_kernel must be odd, got {self.gaussian_kernel!r}")
+        _check_positive("gaussian_sigma", self.gaussian_sigma)
+        if not _is_int(self.motion_length) or self.motion_length < 1:
+            raise ValueError(f"motion_length must be an int >= 1, got {self.motion_length!r}")
+        if not _is_real(self.motion_angle) or not math.isfinite(self.motion_angle):
+            raise ValueError(f"motion_angle must be a finite number, got {self.motion_angle!r}")
+        _check_positive("defocus_radius", self.defocus_radius)
+        if not _is_real(self.fog_airlight) or not 0.0 <= self.fog_airlight <= 1.0:
+            raise ValueError(f"fog_airlight must be in [0, 1], got {self.fog_airlight!r}")
+        if not _is_real(self.fog_depth) or not 0.0 <= self.fog_depth < math.inf:
+            raise ValueError(f"fog_depth must be a finite number >= 0, got {self.fog_depth!r}")
+        beta = self.fog_beta
+        if (
+            not isinstance(beta, tuple)
+            or len(beta) != 2
+            or not all(_is_real(b) and math.isfinite(b) for b in beta)
+            or not 0.0 <= beta[0] <= beta[1]
+        ):
+            raise ValueError(f"fog_beta must be a tuple (low, high), 0 <= low <= high, got {beta!r}")
+        if not _is_int(self.fog_scale) or self.fog_scale < 1:
+            raise ValueError(f"fog_scale must be an int >= 1, got {self.fog_scale!r}")
+        if self.hybrid not in _HYBRID_READINGS:
+            raise ValueError(f"hybrid must be one of {_HYBRID_READINGS}, got {self.hybrid!r}")
+        kernels = self.hybrid_kernels
+        if (
+            not isinstance(kernels, tuple)
+            or not kernels
+            or not all(isinstance(k, str) for k in kernels)
+            or any(part not in BLUR_KERNELS for k in kernels for part in k.split("+"))
+        ):
+            raise ValueError(
+                f"hybrid_kernels must be a non-empty tuple of names from {BLUR_KERNELS} or "
+                f"'+'-joined chains of them, got {kernels!r}"
+            )
+
+    def kernel(self, name: str) -> Tensor:
+        """The PSF of blur ``name`` (from ``BLUR_KERNELS``, or a ``'+'``-joined chain of them)."""
+        if "+" in name:
+            return _compose([self.kernel(part) for part in name.split("+")])
+        makers = {
+            "gaussian": lambda: gaussian_kernel(self.gaussian_kernel, self.gaussian_sigma),
+            "motion": lambda: motion_kernel(self.motion_length, self.motion_angle),
+            "defocus": lambda: disk_kernel(self.defocus_radius),
+        }
+        if name not in makers:
+            raise ValueError(f"unknown blur kernel {name!r}; valid: {tuple(makers)}")
+        return makers[name]()
+
+
+# --------------------------------------------------------------------------------------------
+# Fog
+# --------------------------------------------------------------------------------------------
+
+
+def fog(
+    x: Tensor,
+    *,
+    generator: torch.Generator | Sequence[torch.Generator],
+    config: DegradeConfig = DegradeConfig(),
+) -> Tensor:
+    """Synthetic fog of spatially varying density (paper eq. 18).
+
+    ``I = x t + A (1 - t)`` with ``t = exp(-beta(x, y) d)``. The field ``beta`` is
+    ``low + (high - low) u`` with ``u`` a bicubic interpolation (clamped to [0, 1]) of uniform
+    random values on a grid of nodes ``config.fog_scale`` pixels apart.
+
+    Args:
+        x: ``(B, 1, H, W)`` float images in [0, 1].
+        generator: one CPU generator per image (image ``i`` draws its field from
+            ``generator[i]`` only), or a single generator that all images draw from in turn.
+        config: fog parameters (``fog_airlight``, ``fog_depth``, ``fog_beta``, ``fog_scale``).
+
+    Returns:
+        ``(B, 1, H, W)`` fogged images in [0, 1].
+    """
+    _check_images(x)
+    generators = _per_image(generator, x.shape[0])
+    transmission = _transmission(x.shape, generators, config).to(device=x.device, dtype=x.dtype)
+    # x t + A (1 - t), written to make one temporary
+    return (x - config.fog_airlight).mul_(transmission).add_(config.fog_airlight)
+
+
+def _transmission(
+    shape: torch.Size, generators: Sequence[torch.Generator], config: DegradeConfig
+) -> Tensor:
+    """Random transmission maps ``exp(-beta d)``, (B, 1, H, W), one draw per generator."""
+    height, width = shape[-2:]
+    scale = config.fog_scale
+    nodes_h = math.ceil((height - 1) / scale) + 1
+    nodes_w = math.ceil((width - 1) / scale) + 1
+    grid = torch.stack([torch.rand(nodes_h, nodes_w, generator=g) for g in generators])
+    # Bicubic interpolation is separable and linear: as two small matrix products it gives the
+    # same field as F.interpolate on the node grid, several times faster.
+    rows = _cubic_weights(nodes_h, scale)[:height]
+    cols = _cubic_weights(nodes_w, scale)[:width]
+    field = (rows @ grid @ cols.T).clamp_(0.0, 1.0)[:, None]
+    low, high = config.fog_beta
+    depth = config.fog_depth
+    return field.mul_(-(high - low) * depth).sub_(low * depth).exp_()
+
+
+def _cubic_weights(nodes: int, scale: int) -> Tensor:
+    """(length, nodes) matrix of bicubic weights (align_corners) from nodes ``scale`` px apart."""
+    eye = torch.eye(nodes)[:, None, :, None]
+    weights = F.interpolate(
+        eye, size=((nodes - 1) * scale + 1, 1), mode="bicubic", align_corners=True
+    )
+    return weights[:, 0, :, 0].T.contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# Sets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Degraded:
+    """Output of :func:`degrade`.
+
+    Attributes:
+        blurred: ``(B, 1, H, W)`` degraded images in [0, 1].
+        psfs: ``(B, 1, k, k)`` the blur PSF each image went through (fog excluded): the composite
+            kernel for a sequential hybrid, zero-padded to the set's common size. ``k`` depends
+            only on the set and the config, not on the draws: 7 for A and B; for C, 11 with the
+            default random hybrid, 27 with the sequential one.
+    """
+
+    blurred: Tensor
+    psfs: Tensor
+
+
+def image_generator(seed: int, index: int) -> torch.Generator:
+    """The CPU generator of image ``index`` of a set made with ``seed``.
+
+    The two integers are mixed by NumPy's ``SeedSequence``, so nearby seeds and indices give
+    unrelated streams.
+    """
+    for name, value in (("seed", seed), ("index", index)):
+        if not _is_int(value) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    state = np.random.SeedSequence(entropy=seed, spawn_key=(index,)).generate_state(1, np.uint64)
+    return torch.Generator().manual_seed(int(state[0]))
+
+
+def set_psf(set_name: str, config: DegradeConfig = DegradeConfig()) -> tuple[Tensor, ...]:
+    """The PSFs an image of ``set_name`` can go through, all zero-padded to one size.
+
+    Args:
+        set_name: one of ``SETS``.
+        config: degradation parameters.
+
+    Returns:
+        A tuple of ``(k, k)`` kernels: one for sets A and B and for a sequential hybrid C, one
+        per entry of ``config.hybrid_kernels`` for a random hybrid C (drawn uniformly).
+    """
+    _check_set(set_name)
+    gaussian = config.kernel("gaussian")
+    if set_name in ("A", "B"):
+        return (gaussian,)
+    if config.hybrid == "sequence":
+        return (config.kernel("+".join(config.hybrid_kernels)),)
+    choices = [config.kernel(name) for name in config.hybrid_kernels]
+    size = max(k.shape[-1] for k in choices)
+    return tuple(_embed(k, size) for k in choices)
+
+
+def degrade(
+    x: Tensor,
+    set_name: str,
+    *,
+    seed: int,
+    config: DegradeConfig = DegradeConfig(),
+    index_offset: int = 0,
+) -> Degraded:
+    """Degrade clean images into one of the paper's synthetic sets.
+
+    Args:
+        x: ``(B, 1, H, W)`` float clean images in [0, 1]; ``H, W`` larger than the PSF radius
+            (5 px for the default set C, 13 px for the sequential hybrid).
+        set_name: ``'A'`` (Gaussian), ``'B'`` (Gaussian + fog) or ``'C'`` (hybrid blur + fog).
+        seed: int >= 0. Image ``i`` draws from :func:`image_generator` ``(seed, index_offset +
+            i)`` only. Set A draws nothing.
+        config: degradation parameters.
+        index_offset: index of ``x[0]`` in the whole set, to make a set in chunks.
+
+    Returns:
+        :class:`Degraded` with the degraded images and each image's blur PSF.
+    """
+    _check_images(x)
+    _check_set(set_name)
+    batch = x.shape[0]
+    generators = [image_generator(seed, index_offset + i) for i in range(batch)]
+    choices = set_psf(set_name, config)
+    if len(choices) == 1:
+        psf = choices[0]
+        if set_name in ("A", "B"):
+            blurred = gaussian_blur(x, config.gaussian_kernel, config.gaussian_sigma)
+        else:
+            blurred = _convolve(x, psf)
+        psfs = psf.expand(batch, 1, *psf.shape).clone()
+    else:
+        # The draw comes first in each image's stream, the fog field after it.
+        picks = torch.tensor(
+            [int(torch.randint(len(choices), (1,), generator=g)) for g in generators],
+            dtype=torch.long,
+        )
+        psfs = torch.stack(choices)[picks][:, None]
+        blurred = _convolve_each(x, choices, picks)
+    if set_name in ("B", "C"):
+        blurred = fog(blurred, generator=generators, config=config)
+    return Degraded(blurred=blurred.clamp_(0.0, 1.0), psfs=psfs.to(x.device))

@@ -1,0 +1,238 @@
+"""The trainer's config tree: frozen dataclasses, loaded from a preset name or a YAML file.
+
+Search spaces address these fields by dotted path (``loss.gamma``, ``optim.lr``), so every field
+name here is part of the public interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from semtune.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from semtune.data.degrade import DegradeConfig
+
+__all__ = [
+    "PRESETS",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RuntimeConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "load_train_config",
+    "preset_path",
+]
+
+EdgeOperator = Literal["sobel", "kirsch", "scharr", "prewitt", "laplacian"]
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where training and validation images come from.
+
+    Two modes: real unpaired training (``blurred_dir`` set: clean and blurred folders of
+    different scenes), or the paper's simulated experiment (``blurred_dir`` unset: the clean
+    images are split into two disjoint halves, one degraded with ``synthetic_set``, so the two
+    domains never show the same scene). Either way, validation is a *paired* synthetic split of
+    images that are never trained on: ``val_dir`` if given, else ``val_fraction`` of the clean
+    images, held out before training.
+    """
+
+    clean_dir: str = "data/sample/train"
+    blurred_dir: str | None = None
+    synthetic_set: Literal["A", "B", "C"] = "A"
+    val_dir: str | None = None
+    val_fraction: float = 0.2
+    val_set: Literal["A", "B", "C"] = "A"
+    val_crops: int = 48
+    val_crop_size: int = 128
+    crop_size: int = 64
+    augment: bool = True
+    crop_bar: bool = True
+    seed: int = 0
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        for name in ("val_crops", "val_crop_size", "crop_size"):
+            _positive(name, getattr(self, name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Generators G (blurred -> clean), F (clean -> blurred) and the two discriminators."""
+
+    generator: str = "unet"
+    width: float = 0.25
+    residual: bool = True
+    zero_init_last: bool = True
+    first_norm: bool = True
+    output: Literal["sigmoid", "tanh", "clamp", "none"] = "clamp"
+    # F, the degradation side: "unet" is the paper's (a second U-Net); "physics" is a learnable
+    # blur kernel + contrast/fog parameters (issue 7).
+    degradation: Literal["unet", "physics"] = "unet"
+    physics_kernel_size: int = 15
+    physics_init_sigma: float = 2.0
+    disc_width: float = 0.25
+    disc_highpass: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("width", self.width)
+        _positive("disc_width", self.disc_width)
+        if self.physics_kernel_size % 2 == 0 or self.physics_kernel_size < 3:
+            raise ValueError(f"physics_kernel_size must be odd and >= 3, got {self.physics_kernel_size}")
+        _positive("physics_init_sigma", self.physics_init_sigma)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    """Total G loss = GAN + lambda_cycle*cycle + lambda_identity*identity + gamma*edge (eq. 16)."""
+
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 5.0
+    gamma: float = 10.0
+    edge_operator: EdgeOperator = "sobel"
+    gan_weight: float = 1.0
+    # The identity term on F (MSE(a, F(a))) pulls a learnable blur towards a delta; issue 7 turns
+    # it off for the physics F. 1.0 is the paper.
+    identity_f_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("lambda_cycle", "lambda_identity", "gamma", "gan_weight", "identity_f_weight"):
+            _non_negative(name, getattr(self, name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """Adam for both generator and discriminator groups."""
+
+    lr: float = 1e-4
+    lr_d_ratio: float = 1.0
+    lr_f_ratio: float = 1.0
+    beta1: float = 0.5
+    beta2: float = 0.999
+    pool_size: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("lr", self.lr)
+        _positive("lr_d_ratio", self.lr_d_ratio)
+        _positive("lr_f_ratio", self.lr_f_ratio)
+        _non_negative("pool_size", self.pool_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleConfig:
+    """How long to train and how often to evaluate and checkpoint (all counted in steps)."""
+
+    steps: int = 2000
+    batch_size: int = 4
+    eval_every: int = 200
+    log_every: int = 20
+    # Stop early after this many seconds of training (0 = no limit); the run is still complete:
+    # it evaluates and checkpoints at the stop.
+    time_budget_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "log_every"):
+            _positive(name, getattr(self, name))
+        _non_negative("time_budget_s", self.time_budget_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeConfig:
+    """Device, precision and threads; "auto" picks CUDA + bf16/fp16 when there is a GPU."""
+
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    threads: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _non_negative("threads", self.threads)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """The whole trainer configuration."""
+
+    preset: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+PRESETS = ("cpu", "paper", "tiny")
+
+
+def preset_path(name: str) -> Path:
+    """Path of a bundled preset YAML; ConfigError listing the presets if unknown."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (presets: {', '.join(PRESETS)})")
+    return Path(str(resources.files("semtune") / "configs" / f"{name}.yaml"))
+
+
+def load_train_config(
+    preset_or_path: str | Path | None = "cpu",
+    overrides: list[str] | list[tuple[str, Any]] | None = None,
+    *,
+    base: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Load a trainer config from a preset name or YAML path, then apply overrides.
+
+    Args:
+        preset_or_path: ``"cpu"``, ``"paper"``, ``"tiny"`` or a YAML file; a YAML file may say
+            ``preset: cpu`` to start from a preset and change only some keys.
+        overrides: ``"loss.gamma=5"`` strings or ``(path, value)`` pairs, applied last.
+        base: a mapping merged over the file before the overrides (used by search spaces).
+    """
+    data: dict[str, Any] = {}
+    source = "config"
+    if preset_or_path is not None:
+        text = str(preset_or_path)
+        if text in PRESETS:
+            path = preset_path(text)
+        else:
+            path = Path(text)
+            if not path.suffix and not path.exists():
+                raise ConfigError(f"unknown preset {text!r} (presets: {', '.join(PRESETS)})")
+        data = load_yaml(path)
+        source = str(path)
+        parent = data.get("preset")
+        if parent in PRESETS and Path(path) != preset_path(parent):
+            merged = load_yaml(preset_path(parent))
+            data = _merge(merged, data)
+    if base:
+        data = _merge(data, base)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source = f"{source} (with overrides)"
+    return from_dict(TrainConfig, data, source=source)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,145 @@
+"""One CycleGAN training step, top to bottom: forward, G update, D update.
+
+Domain names: ``real_a`` is a blurred image (domain A), ``real_b`` a clean one (domain B).
+G: A -> B restores, F: B -> A degrades; ``d_clean`` judges G's output (the paper's D_B in eq. 9),
+``d_blur`` judges F's output (the paper's D_A in eq. 10).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+
+from semtune.losses import cycle_loss, edge_loss, identity_loss, lsgan_d_loss, lsgan_g_loss
+from semtune.train.state import TrainState
+
+__all__ = ["NonFiniteLossError", "Precision", "train_step"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or Inf; the run stops rather than train a garbage model."""
+
+    def __init__(self, step: int, losses: dict[str, float]) -> None:
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(v))
+        super().__init__(f"non-finite loss at step {step}: {bad}")
+        self.step = step
+        self.losses = losses
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast settings for a device: bf16 or fp16 on CUDA, fp32 on the CPU by default."""
+
+    device: torch.device
+    dtype: torch.dtype | None  # None: fp32, no autocast
+    scaler: torch.amp.GradScaler | None
+
+    @classmethod
+    def resolve(cls, device: torch.device, precision: str) -> Precision:
+        if precision == "auto":
+            if device.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                # bf16 autocast on CPUs without AMX is slower than fp32 (measured: see README).
+                precision = "fp32"
+        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
+        return cls(device, dtype, scaler)
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        if self.dtype is None:
+            yield
+        else:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                yield
+
+    def backward_step(self, loss: Tensor, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+
+
+def _requires_grad(modules: tuple[nn.Module, ...], flag: bool) -> None:
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(flag)
+
+
+def _highpass(x: Tensor) -> Tensor:
+    # Residual after a 5x5 box blur: what a blur removes, so D judges sharpness, not brightness.
+    return x - nnf.avg_pool2d(nnf.pad(x, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
+
+
+def train_step(state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precision) -> dict[str, float]:
+    """One G update then one D update; returns the losses as floats.
+
+    Raises:
+        NonFiniteLossError: a loss is NaN/Inf (nothing is updated in that case).
+    """
+    cfg = state.config
+    lc = cfg.loss
+    g, f, d_clean, d_blur = state.g, state.f, state.d_clean, state.d_blur
+    view = _highpass if cfg.model.disc_highpass else (lambda x: x)
+
+    # --- generators G and F (eq. 16) ---
+    _requires_grad((d_clean, d_blur), False)
+    with prec.autocast():
+        fake_b = g(real_a)  # G(a): restored
+        rec_a = f(fake_b)  # F(G(a))
+        fake_a = f(real_b)  # F(b): synthetically blurred
+        rec_b = g(fake_a)  # G(F(b))
+        idt_f = f(real_a)  # F(a), identity on F
+        idt_g = g(real_b)  # G(b), identity on G
+        gan = lsgan_g_loss(d_clean(view(fake_b))) + lsgan_g_loss(d_blur(view(fake_a)))
+    # SSIM's constants (1e-4) vanish in half precision: the image losses run in fp32.
+    real_a32, real_b32 = real_a.float(), real_b.float()
+    cyc = cycle_loss(rec_a.float(), real_a32) + cycle_loss(rec_b.float(), real_b32)
+    idt = lc.identity_f_weight * identity_loss(idt_f.float(), real_a32) + identity_loss(
+        idt_g.float(), real_b32
+    )
+    edge = edge_loss(rec_a.float(), idt_f.float(), lc.edge_operator) + edge_loss(
+        rec_b.float(), idt_g.float(), lc.edge_operator
+    )
+    loss_g = (
+        lc.gan_weight * gan.float()
+        + lc.lambda_cycle * cyc
+        + lc.lambda_identity * idt
+        + lc.gamma * edge
+    )
+    losses = {
+        name: float(value.detach())
+        for name, value in (
+            ("loss_g", loss_g), ("loss_gan", gan), ("loss_cycle", cyc),
+            ("loss_identity", idt), ("loss_edge", edge),
+        )
+    }
+    if not math.isfinite(losses["loss_g"]):
+        raise NonFiniteLossError(state.step + 1, losses)
+    prec.backward_step(loss_g, state.opt_g)
+
+    # --- discriminators (LSGAN) ---
+    _requires_grad((d_clean, d_blur), True)
+    fake_b_pool = state.pool_clean.query(fake_b.detach(), state.generator)
+    fake_a_pool = state.pool_blur.query(fake_a.detach(), state.generator)
+    with prec.autocast():
+        loss_d = lsgan_d_loss(d_clean(view(real_b)), d_clean(view(fake_b_pool))) + lsgan_d_loss(
+            d_blur(view(real_a)), d_blur(view(fake_a_pool))
+        )
+    losses["loss_d"] = float(loss_d.detach())
+    if not math.isfinite(losses["loss_d"]):
+        raise NonFiniteLossError(state.step + 1, losses)
+    prec.backward_step(loss_d.float(), state.opt_d)
+    state.step += 1
+    return losses

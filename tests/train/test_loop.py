@@ -1,0 +1,122 @@
+"""The training loop: outputs on disk, exact resume, NaN handling, checkpoint round trip."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from semtune.data.unpaired import TrainingData, build_training_data
+from semtune.train.config import TrainConfig, load_train_config
+from semtune.train.loop import train
+from semtune.train.state import build_state, load_checkpoint, load_generator, save_checkpoint
+from semtune.train.step import NonFiniteLossError
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(sample_train_dir: Path) -> TrainConfig:
+    return load_train_config(
+        "tiny", [f"data.clean_dir={sample_train_dir}", "schedule.log_every=1", "runtime.threads=1"]
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_cfg: TrainConfig) -> TrainingData:
+    return build_training_data(tiny_cfg.data)
+
+
+class Recorder:
+    def __init__(self, fail_after_eval_at: int | None = None) -> None:
+        self.losses: dict[int, dict[str, float]] = {}
+        self.evals: dict[int, dict[str, float]] = {}
+        self.fail_after_eval_at = fail_after_eval_at
+
+    def log(self, step: int, losses: dict[str, float]) -> None:
+        self.losses[step] = dict(losses)
+
+    def evaluate(self, step, metrics, checkpoint, samples) -> None:  # type: ignore[no-untyped-def]
+        assert checkpoint.exists()
+        assert samples.ndim == 4 and samples.shape[-1] == 3 * samples.shape[-2]
+        self.evals[step] = dict(metrics)
+        if step == self.fail_after_eval_at:
+            raise KeyboardInterrupt  # the run is interrupted right after a checkpoint
+
+
+def test_a_short_run_writes_checkpoints_metrics_and_a_loadable_generator(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    rec = Recorder()
+    result = train(tiny_cfg, tmp_path, reporter=rec, data=tiny_data, printer=None)
+    assert result.step == tiny_cfg.schedule.steps
+    for name in ("last.pt", "best.pt", "generator.pt", "metrics.csv"):
+        assert (tmp_path / name).exists(), name
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [int(float(r["step"])) for r in rows] == sorted(rec.evals)
+    assert {"ssim", "psnr", "ag", "con", "sf", "blurry_ssim", "blurry_psnr"} <= set(rows[0])
+    g, cfg = load_generator(tmp_path / "generator.pt")
+    assert cfg == tiny_cfg
+    x = tiny_data.val.blurred[:2]
+    assert g(x).shape == x.shape
+
+
+def test_an_interrupted_run_resumes_with_exactly_the_same_losses(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    full = Recorder()
+    train(tiny_cfg, tmp_path / "full", reporter=full, data=tiny_data, printer=None)
+
+    cut = Recorder(fail_after_eval_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg, tmp_path / "cut", reporter=cut, data=tiny_data, printer=None)
+    assert max(cut.losses) == 3
+    resumed = Recorder()
+    train(
+        tiny_cfg, tmp_path / "cut", reporter=resumed, data=tiny_data, printer=None,
+        resume=tmp_path / "cut" / "last.pt",
+    )
+    assert sorted(resumed.losses) == [4, 5, 6]
+    for step in (4, 5, 6):
+        assert resumed.losses[step] == full.losses[step], step
+    assert resumed.evals[6]["psnr"] == full.evals[6]["psnr"]
+
+
+def test_a_nan_loss_stops_the_run_with_a_clear_error(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    poisoned = replace(tiny_data, blurred=[torch.full_like(im, float("nan")) for im in tiny_data.blurred])
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 1"):
+        train(tiny_cfg, tmp_path, data=poisoned, printer=None)
+
+
+def test_checkpoint_round_trip_restores_every_tensor(tiny_cfg: TrainConfig, tmp_path: Path) -> None:
+    state = build_state(tiny_cfg, torch.device("cpu"))
+    state.step = 17
+    state.best = {"score": 1.5}
+    path = save_checkpoint(state.to_checkpoint(), tmp_path / "c.pt")
+    loaded = load_checkpoint(path, torch.device("cpu"))
+    assert loaded.step == 17 and loaded.best == {"score": 1.5} and loaded.config == tiny_cfg
+    for name, module in state.modules().items():
+        other = loaded.modules()[name].state_dict()
+        for k, v in module.state_dict().items():
+            assert torch.equal(v, other[k]), (name, k)
+    # plain dict of tensors and python values: loadable without pickled classes
+    raw = torch.load(path, weights_only=True)
+    assert raw["config"]["loss"]["gamma"] == tiny_cfg.loss.gamma
+
+
+def test_a_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_generator(bad)
+
+
+def test_validation_images_are_never_trained_on(tiny_data: TrainingData) -> None:
+    val = set(tiny_data.files["val"])
+    assert val and not val & set(tiny_data.files["blurred"])
+    assert not val & set(tiny_data.files["clean"])
+    # and the two training domains show different scenes (unpaired in fact)
+    assert not set(tiny_data.files["blurred"]) & set(tiny_data.files["clean"])

@@ -38,7 +38,11 @@ def classical_methods(*, oracle: bool = True) -> dict[str, Method]:
 def add_scoring_args(p: argparse.ArgumentParser) -> None:
     """The options benchmark and evaluate share, so that they make the same crops."""
     p.add_argument(
-        "--data", nargs="+", required=True, type=Path, metavar="DIR",
+        "--data",
+        nargs="+",
+        required=True,
+        type=Path,
+        metavar="DIR",
         help="folder(s) of clean SEM images (PNG/JPEG/TIFF); their data bars are cropped",
     )
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="synthetic sets")
@@ -47,7 +51,9 @@ def add_scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crops", type=int, default=64, help="number of test crops (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the crops and degradations")
     p.add_argument(
-        "--no-bar-crop", dest="crop_bar", action="store_false",
+        "--no-bar-crop",
+        dest="crop_bar",
+        action="store_false",
         help="do not detect and crop the microscope's information bar",
     )
 
@@ -60,15 +66,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_scoring_args(p)
     p.add_argument("--model", type=Path, help="also score this generator checkpoint as 'cyclegan'")
-    p.add_argument("--no-oracle", dest="oracle", action="store_false",
-                   help="leave out the *_oracle rows (methods handed the true blur kernel)")
+    p.add_argument(
+        "--no-oracle",
+        dest="oracle",
+        action="store_false",
+        help="leave out the *_oracle rows (methods handed the true blur kernel)",
+    )
     args = p.parse_args(argv)
 
     t0 = time.monotonic()
     try:
         data = load_scoring_data(
-            args.data, args.sets, crop_size=args.crop_size, n_crops=args.crops,
-            seed=args.seed, crop_bar=args.crop_bar,
+            args.data,
+            args.sets,
+            crop_size=args.crop_size,
+            n_crops=args.crops,
+            seed=args.seed,
+            crop_bar=args.crop_bar,
         )
     except (ImageReadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -76,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path, reason in data.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(
-        f"{len(data.files)} images, {data.crops.shape[0]} crops of {args.crop_size}x{args.crop_size}, "
+        f"{len(data.files)} images, {data.crops.shape[0]} crops of "
+        f"{args.crop_size}x{args.crop_size}, "
         f"sets {' '.join(args.sets)}, seed {args.seed}"
     )
     methods = classical_methods(oracle=args.oracle)
@@ -86,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         methods["cyclegan"] = generator_method(args.model)
     bar = tqdm(total=len(methods) * len(args.sets), desc="benchmark", unit="run", file=sys.stderr)
 
-    table, examples = score(data, methods, progress=lambda m: (bar.set_postfix_str(m), bar.update(1)))
+    table, examples = score(
+        data, methods, progress=lambda m: (bar.set_postfix_str(m), bar.update(1))
+    )
     bar.close()
     paths = write_outputs(table, examples, args.out, title=_title(args))
     print(to_markdown(table))

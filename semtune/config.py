@@ -68,7 +68,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str | tuple[str, Any]]) -> dict:
-    """Return a deep copy of ``data`` with dotted-path overrides set (``"a.b=1"`` or ``(path, v)``)."""
+    """A deep copy of ``data`` with dotted-path overrides set (``"a.b=1"`` or ``(path, v)``)."""
     out = _deep_copy(data)
     for item in overrides:
         key, value = parse_override(item) if isinstance(item, str) else item
@@ -102,6 +102,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: str = "co
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict of a config dataclass (tuples become lists, YAML friendly)."""
+
     def conv(v: Any) -> Any:
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
@@ -116,10 +117,14 @@ def get_path(cfg: Any, path: str) -> Any:
     """Value at a dotted path of a config dataclass; ConfigError naming the path if absent."""
     node = cfg
     for i, part in enumerate(path.split(".")):
-        if not (dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}):
+        if not (
+            dataclasses.is_dataclass(node) and part in {f.name for f in dataclasses.fields(node)}
+        ):
             done = ".".join(path.split(".")[:i]) or "<root>"
             valid = _field_names(node)
-            raise ConfigError(f"unknown config key {path!r}: {done} has no {part!r} (valid: {valid})")
+            raise ConfigError(
+                f"unknown config key {path!r}: {done} has no {part!r} (valid: {valid})"
+            )
         node = getattr(node, part)
     return node
 
@@ -198,7 +203,10 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
             return tuple(_coerce(args[0], v, source, f"{path}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"{source}: {path}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, source, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _coerce(a, v, source, f"{path}[{i}]")
+            for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, source, path)
     if tp is bool:

@@ -14,6 +14,9 @@ from torch import Tensor
 
 from semtune.data.degrade import SETS, DegradeConfig, degrade
 
+# Frozen, so one shared default is safe.
+_DEFAULT_CONFIG = DegradeConfig()
+
 __all__ = [
     "PairedSet",
     "make_paired_set",
@@ -145,7 +148,7 @@ class PairedSet:
 
 
 def make_paired_set(
-    clean: Tensor, set_name: str, *, seed: int, config: DegradeConfig = DegradeConfig()
+    clean: Tensor, set_name: str, *, seed: int, config: DegradeConfig = _DEFAULT_CONFIG
 ) -> PairedSet:
     """Degrade clean crops into a paired test set, deterministically for ``seed``.
 
@@ -163,6 +166,4 @@ def make_paired_set(
         The :class:`PairedSet`.
     """
     degraded = degrade(clean, set_name, seed=seed, config=config)
-    return PairedSet(
-        set_name=set_name, clean=clean, blurred=degraded.blurred, psfs=degraded.psfs
-    )
+    return PairedSet(set_name=set_name, clean=clean, blurred=degraded.blurred, psfs=degraded.psfs)

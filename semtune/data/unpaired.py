@@ -105,8 +105,9 @@ def build_training_data(cfg: DataConfig) -> TrainingData:
         blurred_paths = train_paths[0::2]
         clean_train_paths = train_paths[1::2]
         blurred = [
-            degrade(clean_imgs[p][None], cfg.synthetic_set, seed=cfg.seed + i, config=cfg.degrade)
-            .blurred[0]
+            degrade(
+                clean_imgs[p][None], cfg.synthetic_set, seed=cfg.seed + i, config=cfg.degrade
+            ).blurred[0]
             for i, p in enumerate(blurred_paths)
         ]
         clean = [clean_imgs[p] for p in clean_train_paths]

@@ -12,6 +12,7 @@ import scipy.ndimage as ndi
 import scipy.signal
 import torch
 
+import semtune.data.degrade as degrade_module
 from semtune.data.degrade import (
     SETS,
     DegradeConfig,
@@ -48,9 +49,9 @@ def _numpy_gaussian(size: int, sigma: float) -> np.ndarray:
 
 def _scipy_blur(x: torch.Tensor, kernel: np.ndarray) -> np.ndarray:
     """Reference: true convolution with scipy's 'mirror' border (edge pixel not repeated)."""
-    return np.stack(
-        [ndi.convolve(img[0].double().numpy(), kernel, mode="mirror") for img in x]
-    )[:, None]
+    return np.stack([ndi.convolve(img[0].double().numpy(), kernel, mode="mirror") for img in x])[
+        :, None
+    ]
 
 
 # Kernels -------------------------------------------------------------------------------------
@@ -136,11 +137,12 @@ def test_reflect_border_is_scipy_mirror_not_scipy_reflect() -> None:
     np.testing.assert_allclose(ours[:, 3:-3, 3:-3], scipy_reflect[:, 3:-3, 3:-3], atol=1e-6)
 
 
-@pytest.mark.parametrize("angle", [0.0, 30.0])
-def test_motion_blur_matches_scipy_convolution(angle: float) -> None:
+# (10, 0): separable passes; (10, 30): FFT; (5, 30) and (4, 120): direct 2-D convolution.
+@pytest.mark.parametrize(("length", "angle"), [(10, 0.0), (10, 30.0), (5, 30.0), (4, 120.0)])
+def test_motion_blur_matches_scipy_convolution(length: int, angle: float) -> None:
     x = _images()
-    expected = _scipy_blur(x, motion_kernel(10, angle).double().numpy())
-    np.testing.assert_allclose(motion_blur(x, 10, angle).numpy(), expected, atol=1e-6)
+    expected = _scipy_blur(x, motion_kernel(length, angle).double().numpy())
+    np.testing.assert_allclose(motion_blur(x, length, angle).numpy(), expected, atol=1e-6)
 
 
 def test_defocus_blur_matches_scipy_convolution() -> None:
@@ -188,6 +190,16 @@ def test_fog_transmission_varies_smoothly_within_the_beta_range() -> None:
     assert t.std() > 0.02
     # smooth: neighbouring pixels differ by a small part of the range
     assert np.abs(np.diff(t, axis=-1)).max() < 0.1 * (t.max() - t.min())
+
+
+def test_fog_field_is_the_bicubic_interpolation_of_uniform_nodes_fog_scale_apart() -> None:
+    config = DegradeConfig(fog_airlight=1.0, fog_depth=0.4, fog_beta=(1.0, 2.0), fog_scale=8)
+    out = fog(torch.zeros(1, 1, 20, 30), generator=torch.Generator().manual_seed(4), config=config)
+    # nodes at 0, 8, 16, 24 px down and 0, 8, ..., 32 px across
+    nodes = torch.rand(1, 1, 4, 5, generator=torch.Generator().manual_seed(4))
+    u = torch.nn.functional.interpolate(nodes, size=(25, 33), mode="bicubic", align_corners=True)
+    beta = 1.0 + u[..., :20, :30].clamp(0, 1)
+    torch.testing.assert_close(out, 1 - torch.exp(-beta * 0.4), atol=1e-6, rtol=0)
 
 
 def test_fog_pulls_every_pixel_towards_the_airlight_and_lowers_contrast() -> None:
@@ -244,6 +256,27 @@ def test_an_image_degrades_the_same_whatever_else_is_in_the_batch(hybrid: str) -
     part = degrade(x[2:4], "C", seed=11, config=config, index_offset=2)
     torch.testing.assert_close(part.blurred, whole.blurred[2:4])
     torch.testing.assert_close(part.psfs, whole.psfs[2:4])
+
+
+@pytest.mark.parametrize("set_name", ["A", "C"])
+def test_processing_in_chunks_changes_nothing(
+    set_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _images(batch=7)
+    whole = degrade(x, set_name, seed=5)
+    monkeypatch.setattr(degrade_module, "_CHUNK_PIXELS", 2 * 40 * 52)  # chunks of 2 images
+    chunked = degrade(x, set_name, seed=5)
+    torch.testing.assert_close(chunked.blurred, whole.blurred, rtol=0, atol=0)
+    torch.testing.assert_close(chunked.psfs, whole.psfs, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("set_name", SETS)
+def test_degrade_and_fog_leave_their_input_untouched(set_name: str) -> None:
+    x = _images()
+    before = x.clone()
+    degrade(x, set_name, seed=0)
+    fog(x, generator=torch.Generator().manual_seed(0), config=DegradeConfig(fog_depth=0.5))
+    torch.testing.assert_close(x, before, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("set_name", SETS)

@@ -104,9 +104,10 @@ def enhance_image(
     step = tile - overlap
     ys, xs = _starts(h, tile, step), _starts(w, tile, step)
     th, tw = min(tile, h), min(tile, w)
-    weight = tile_weights(th, overlap if h > tile else 0, device)[:, None] * tile_weights(
-        tw, overlap if w > tile else 0, device
-    )[None, :]
+    weight = (
+        tile_weights(th, overlap if h > tile else 0, device)[:, None]
+        * tile_weights(tw, overlap if w > tile else 0, device)[None, :]
+    )
     out = torch.zeros(1, 1, h, w, device=device)
     norm = torch.zeros(1, 1, h, w, device=device)
     coords = [(y, x0) for y in ys for x0 in xs]
@@ -142,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
     p.add_argument(
-        "--model", required=True,
+        "--model",
+        required=True,
         help="generator: a checkpoint file (generator.pt / best.pt) or models:/NAME@ALIAS, "
         "models:/NAME/VERSION, runs:/RUN_ID/PATH",
     )
@@ -150,11 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tile", type=int, default=512, help="tile side in pixels (0 = whole image)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (blended)")
     p.add_argument(
-        "--crop-bar", action="store_true",
+        "--crop-bar",
+        action="store_true",
         help="drop the microscope's data bar from the output (default: keep it, unchanged)",
     )
     p.add_argument(
-        "--no-bar-detect", action="store_true",
+        "--no-bar-detect",
+        action="store_true",
         help="treat the whole frame as sample content (no data-bar detection)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

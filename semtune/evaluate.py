@@ -20,8 +20,10 @@ __all__ = ["generator_method", "main"]
 
 def generator_method(model: str | Path, device: torch.device | str | None = None) -> Method:
     """A scoring method that runs a generator (checkpoint file or models:/ / runs:/ URI)."""
-    dev = torch.device(device) if device else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu"
+    dev = (
+        torch.device(device)
+        if device
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
     g = load_model(model, dev)
 
@@ -42,8 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         data = load_scoring_data(
-            args.data, args.sets, crop_size=args.crop_size, n_crops=args.crops,
-            seed=args.seed, crop_bar=args.crop_bar,
+            args.data,
+            args.sets,
+            crop_size=args.crop_size,
+            n_crops=args.crops,
+            seed=args.seed,
+            crop_bar=args.crop_bar,
         )
         method = generator_method(args.model)
     except (ImageReadError, FileNotFoundError, ValueError) as exc:

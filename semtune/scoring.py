@@ -100,9 +100,19 @@ def score(
         ex["ground_truth"] = paired.clean[:3]
         ex["blurry"] = paired.blurred[:3]
         if include_reference_rows:
-            rows.append({"set": set_name, "method": "blurry", **_mean_metrics(paired.blurred, paired.clean)})
+            rows.append(
+                {"set": set_name, "method": "blurry", **_mean_metrics(paired.blurred, paired.clean)}
+            )
             gt = _mean_metrics(paired.clean, None)
-            rows.append({"set": set_name, "method": "ground_truth", "ssim": math.nan, "psnr": math.nan, **gt})
+            rows.append(
+                {
+                    "set": set_name,
+                    "method": "ground_truth",
+                    "ssim": math.nan,
+                    "psnr": math.nan,
+                    **gt,
+                }
+            )
         for name, method in methods.items():
             if progress is not None:
                 progress(f"set {set_name}: {name}")
@@ -126,7 +136,9 @@ def to_markdown(table: pd.DataFrame) -> str:
     """Wide markdown: one row per method, ``SSIM / PSNR`` per set, then AG/CON/SF per set."""
     sets = list(dict.fromkeys(table["set"]))
     methods = list(dict.fromkeys(table["method"]))
-    head = "| method | " + " | ".join(f"{s}: SSIM / PSNR dB | {s}: AG / CON / SF" for s in sets) + " |"
+    head = (
+        "| method | " + " | ".join(f"{s}: SSIM / PSNR dB | {s}: AG / CON / SF" for s in sets) + " |"
+    )
     sep = "|---|" + "---|---|" * len(sets)
     lines = [head, sep]
     for m in methods:

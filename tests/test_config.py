@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from semtune.config import ConfigError, apply_overrides, from_dict, get_path, parse_override, replace_path, to_dict
+from semtune.config import (
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    get_path,
+    parse_override,
+    replace_path,
+    to_dict,
+)
 from semtune.train.config import PRESETS, TrainConfig, load_train_config
 
 
@@ -42,7 +50,9 @@ def test_literal_lists_the_choices() -> None:
 
 
 def test_overrides_parse_yaml_values_and_win_over_the_preset() -> None:
-    cfg = load_train_config("cpu", ["loss.gamma=3", "loss.edge_operator=kirsch", "data.val_dir=null"])
+    cfg = load_train_config(
+        "cpu", ["loss.gamma=3", "loss.edge_operator=kirsch", "data.val_dir=null"]
+    )
     assert cfg.loss.gamma == 3.0 and isinstance(cfg.loss.gamma, float)
     assert cfg.loss.edge_operator == "kirsch"
     assert cfg.data.val_dir is None

@@ -19,16 +19,22 @@ def main(argv: list[str] | None = None) -> int:
         description="Train the unpaired CycleGAN (edge loss) that restores blurred SEM images.",
     )
     p.add_argument(
-        "--config", default="cpu",
+        "--config",
+        default="cpu",
         help=f"a preset ({', '.join(PRESETS)}) or a YAML file (default: cpu)",
     )
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set loss.gamma=5 --set schedule.steps=500",
     )
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, metrics.csv)")
     p.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="continue the run in --out from its last.pt (same crops, same RNG as uninterrupted)",
     )
     args = p.parse_args(argv)
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     try:
-        result = train(cfg, args.out, resume=resume)
+        result = train(cfg, args.out, resume=resume, printer=lambda s: print(s, flush=True))
     except NonFiniteLossError as exc:
         print(f"error: {exc}; the last good state is in {args.out / 'last.pt'}", file=sys.stderr)
         return 2

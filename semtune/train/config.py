@@ -95,7 +95,9 @@ class ModelConfig:
         _positive("width", self.width)
         _positive("disc_width", self.disc_width)
         if self.physics_kernel_size % 2 == 0 or self.physics_kernel_size < 3:
-            raise ValueError(f"physics_kernel_size must be odd and >= 3, got {self.physics_kernel_size}")
+            raise ValueError(
+                f"physics_kernel_size must be odd and >= 3, got {self.physics_kernel_size}"
+            )
         _positive("physics_init_sigma", self.physics_init_sigma)
 
 

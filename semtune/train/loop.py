@@ -102,15 +102,27 @@ def evaluate_generator(
     return out
 
 
-def export_generator(state_or_ckpt: TrainState | dict[str, Any], path: str | Path) -> Path:
-    """Save G alone with its config (small file for evaluate/enhance/registry)."""
+def export_generator(
+    state_or_ckpt: TrainState | dict[str, Any],
+    path: str | Path,
+    metrics: dict[str, float] | None = None,
+) -> Path:
+    """Save G alone with its config (small file for evaluate/enhance/registry), and the
+    validation metrics of exactly these weights when given."""
     if isinstance(state_or_ckpt, TrainState):
         cfg = state_or_ckpt.config.to_dict()
         weights = {k: v.detach().cpu() for k, v in state_or_ckpt.g.state_dict().items()}
         step = state_or_ckpt.step
     else:
-        cfg, weights, step = state_or_ckpt["config"], state_or_ckpt["models"]["g"], state_or_ckpt["step"]
-    return save_checkpoint({"version": 1, "config": cfg, "generator": weights, "step": step}, path)
+        cfg, weights, step = (
+            state_or_ckpt["config"],
+            state_or_ckpt["models"]["g"],
+            state_or_ckpt["step"],
+        )
+    payload: dict[str, Any] = {"version": 1, "config": cfg, "generator": weights, "step": step}
+    if metrics is not None:
+        payload["metrics"] = {k: float(v) for k, v in metrics.items()}
+    return save_checkpoint(payload, path)
 
 
 def _sample_grid(g: nn.Module, paired: PairedSet, device: torch.device, n: int = 4) -> Tensor:
@@ -144,8 +156,15 @@ class _CsvLog:
             w.writerow(row)
 
 
-def _progress_line(step: int, total: int, losses: dict[str, float], last: dict[str, float], rate: float) -> str:
-    parts = [f"step {step}/{total}", f"{rate:.1f} it/s", f"G {losses['loss_g']:.3f}", f"D {losses['loss_d']:.3f}"]
+def _progress_line(
+    step: int, total: int, losses: dict[str, float], last: dict[str, float], rate: float
+) -> str:
+    parts = [
+        f"step {step}/{total}",
+        f"{rate:.1f} it/s",
+        f"G {losses['loss_g']:.3f}",
+        f"D {losses['loss_d']:.3f}",
+    ]
     if last:
         parts.append(
             f"val SSIM {last['ssim']:.4f} ({last['ssim_gain']:+.4f}) "
@@ -219,15 +238,27 @@ def train(
         path = save_checkpoint(ckpt, out_dir / "last.pt")
         if improved:
             save_checkpoint(ckpt, out_dir / "best.pt")
-            export_generator(ckpt, out_dir / "generator.pt")
+            export_generator(ckpt, out_dir / "generator.pt", metrics=metrics)
         csv_log.write(metrics)
         last_metrics = metrics
         if reporter is not None:
             reporter.evaluate(state.step, metrics, path, _sample_grid(state.g, data.val, device))
 
     while state.step < sched.steps:
-        real_a = sample_crops(data.blurred, sched.batch_size, cfg.data.crop_size, state.generator, augment=cfg.data.augment)
-        real_b = sample_crops(data.clean, sched.batch_size, cfg.data.crop_size, state.generator, augment=cfg.data.augment)
+        real_a = sample_crops(
+            data.blurred,
+            sched.batch_size,
+            cfg.data.crop_size,
+            state.generator,
+            augment=cfg.data.augment,
+        )
+        real_b = sample_crops(
+            data.clean,
+            sched.batch_size,
+            cfg.data.crop_size,
+            state.generator,
+            augment=cfg.data.augment,
+        )
         real_a = real_a.to(device, memory_format=memory_format, non_blocking=True)
         real_b = real_b.to(device, memory_format=memory_format, non_blocking=True)
         losses = train_step(state, real_a, real_b, prec)
@@ -244,7 +275,9 @@ def train(
             evaluate_and_save()
             if out_of_time:
                 if printer is not None:
-                    printer(f"time budget of {sched.time_budget_s:.0f} s reached at step {state.step}")
+                    printer(
+                        f"time budget of {sched.time_budget_s:.0f} s reached at step {state.step}"
+                    )
                 break
     if not state.history or state.history[-1]["step"] != state.step:
         evaluate_and_save()

@@ -241,7 +241,9 @@ def load_checkpoint(path: str | Path, device: torch.device) -> TrainState:
     return state
 
 
-def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, TrainConfig]:
+def load_generator(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, TrainConfig]:
     """G alone, in eval mode, from a training checkpoint or an exported generator file."""
     ckpt = _read(path)
     cfg = from_dict(TrainConfig, ckpt["config"], source=str(path))

@@ -82,7 +82,9 @@ def _highpass(x: Tensor) -> Tensor:
     return x - nnf.avg_pool2d(nnf.pad(x, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
 
 
-def train_step(state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precision) -> dict[str, float]:
+def train_step(
+    state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precision
+) -> dict[str, float]:
     """One G update then one D update; returns the losses as floats.
 
     Raises:
@@ -121,8 +123,11 @@ def train_step(state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precisio
     losses = {
         name: float(value.detach())
         for name, value in (
-            ("loss_g", loss_g), ("loss_gan", gan), ("loss_cycle", cyc),
-            ("loss_identity", idt), ("loss_edge", edge),
+            ("loss_g", loss_g),
+            ("loss_gan", gan),
+            ("loss_cycle", cyc),
+            ("loss_identity", idt),
+            ("loss_edge", edge),
         )
     }
     if not math.isfinite(losses["loss_g"]):

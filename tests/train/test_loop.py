@@ -74,7 +74,11 @@ def test_an_interrupted_run_resumes_with_exactly_the_same_losses(
     assert max(cut.losses) == 3
     resumed = Recorder()
     train(
-        tiny_cfg, tmp_path / "cut", reporter=resumed, data=tiny_data, printer=None,
+        tiny_cfg,
+        tmp_path / "cut",
+        reporter=resumed,
+        data=tiny_data,
+        printer=None,
         resume=tmp_path / "cut" / "last.pt",
     )
     assert sorted(resumed.losses) == [4, 5, 6]
@@ -86,7 +90,9 @@ def test_an_interrupted_run_resumes_with_exactly_the_same_losses(
 def test_a_nan_loss_stops_the_run_with_a_clear_error(
     tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
 ) -> None:
-    poisoned = replace(tiny_data, blurred=[torch.full_like(im, float("nan")) for im in tiny_data.blurred])
+    poisoned = replace(
+        tiny_data, blurred=[torch.full_like(im, float("nan")) for im in tiny_data.blurred]
+    )
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 1"):
         train(tiny_cfg, tmp_path, data=poisoned, printer=None)
 

@@ -1,0 +1,539 @@
+"""Run a study: a ``StudySpec`` on Ray Tune with Optuna, resumable, with tables and figures.
+
+The study folder (``out``) holds everything:
+
+- ``study.json``: the validated spec and the resolved base trainer config (what ``--resume``
+  continues), ``space.yaml``: a copy of the study file;
+- ``optuna.db``: Optuna's study (unless ``storage:`` names another database);
+- ``tune/``: Tune's experiment state and each trial's checkpoints;
+- at the end: ``results.csv``, ``best_trial.json`` (or ``pareto_front.csv``),
+  ``best_generator.pt`` and the PNG figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from semtune.config import to_dict
+from semtune.train.config import TrainConfig
+from semtune.train.loop import Reporter
+from semtune.tune.keys import RESUMED_FROM_KEY
+from semtune.tune.progress import ProgressTable, describe_status, short_name
+from semtune.tune.report import pareto_mask, write_plots
+from semtune.tune.searcher import TUNE_TRIAL_ATTR, StudySearcher, close_orphans
+from semtune.tune.space import SpaceSampler, StudySpec, build_sampler, load_space, spec_to_dict
+from semtune.tune.trainable import FAULT_INJECT_ENV, TrialContext, TrialSettings, run_trial
+
+__all__ = [
+    "StudyError",
+    "StudyResult",
+    "default_out",
+    "results_frame",
+    "run_study",
+    "storage_url",
+]
+
+log = logging.getLogger(__name__)
+
+TUNE_DIR = "tune"
+STUDY_FILE = "study.json"
+# Tune snapshots its experiment state (trial statuses, searcher) at most this often; the
+# default (>= 10 s) leaves a wider window in which a killed driver forgets finished trials.
+_EXPERIMENT_SNAPSHOT_S = "2"
+
+
+class StudyError(RuntimeError):
+    """The study cannot start or resume as asked (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What a finished (or interrupted) study leaves behind.
+
+    Attributes:
+        out_dir: the study folder.
+        table: one row per trial (``results.csv``).
+        best: the best trial's row, or the Pareto front's rows for several objectives.
+        best_generator: ``best_generator.pt`` (None when no trial produced a score).
+        plots: the PNG files written.
+        complete: whether every trial ended (False after an interruption: ``--resume``).
+    """
+
+    out_dir: Path
+    table: pd.DataFrame
+    best: pd.DataFrame
+    best_generator: Path | None
+    plots: list[Path]
+    complete: bool
+
+
+def default_out(spec: StudySpec) -> Path:
+    """The study folder when none is given: the study's name in the working directory."""
+    return Path.cwd() / spec.study
+
+
+def storage_url(spec: StudySpec, out: Path) -> str:
+    """Optuna's storage: the file's ``storage:`` URL, else ``sqlite:///<out>/optuna.db``."""
+    return spec.storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
+
+
+def _absolute_data_paths(cfg: TrainConfig) -> TrainConfig:
+    # Trials run in their own working directories (and maybe on other machines with the same
+    # layout): relative data paths are taken from the driver's working directory, now.
+    changes: dict[str, Any] = {}
+    for name in ("clean_dir", "blurred_dir", "val_dir"):
+        value = getattr(cfg.data, name)
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = (Path.cwd() / path).resolve()
+        if not path.is_dir():
+            raise StudyError(
+                f"data.{name}: {path} is not a folder (relative paths are taken from the "
+                f"working directory, {Path.cwd()})"
+            )
+        changes[name] = str(path)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes))
+
+
+def _compare(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+
+
+def _prepare(
+    spec: StudySpec,
+    out: Path,
+    *,
+    resume: bool,
+    cli_overrides: Sequence[str],
+    num_samples: int | None,
+    storage: str,
+) -> tuple[StudySpec, dict[str, Any]]:
+    """Check the folder and return the spec and base config the study runs with."""
+    tune_dir = out / TUNE_DIR
+    study_file = out / STUDY_FILE
+    if resume:
+        if not (study_file.is_file() and tune.Tuner.can_restore(str(tune_dir))):
+            raise StudyError(
+                f"{out}: no study to resume here (expected {STUDY_FILE} and Tune's state in "
+                f"{tune_dir}); run without --resume to start one"
+            )
+        if cli_overrides or num_samples is not None:
+            raise StudyError(
+                "--resume continues the study as it started; --set and --num-samples cannot "
+                "change it (start a new study in another --out instead)"
+            )
+        saved = json.loads(study_file.read_text())
+        file_spec = load_space(spec.source, saved["cli_overrides"])
+        file_spec = dataclasses.replace(file_spec, trials=saved["spec"]["trials"])
+        now = {k: v for k, v in spec_to_dict(file_spec).items() if k != "source"}
+        was = {k: v for k, v in saved["spec"].items() if k != "source"}
+        diff = _compare(was, now)
+        if diff:
+            raise StudyError(
+                f"{spec.source} differs from the file the study in {out} started with "
+                f"(changed: {', '.join(diff)}); resume with the original file or start a new "
+                f"study in another --out"
+            )
+        return file_spec, saved["base_config"]
+
+    if tune.Tuner.can_restore(str(tune_dir)) or study_file.exists() or (out / "optuna.db").exists():
+        raise StudyError(
+            f"{out} already holds a study; add --resume to continue it, or choose another --out"
+        )
+    # A shared database (storage: in the file) may hold the name from another folder's study.
+    if spec.storage and spec.study in optuna.study.get_all_study_names(storage):
+        raise StudyError(
+            f"Optuna study {spec.study!r} already exists in {storage}; add --resume to continue "
+            f"it, or rename the study"
+        )
+    if num_samples is not None:
+        if num_samples < 1:
+            raise StudyError(f"--num-samples must be >= 1, got {num_samples}")
+        spec = dataclasses.replace(spec, trials=num_samples)
+        if spec.sampler.name == "grid":
+            size = math.prod(len(p.values) for p in spec.space)
+            if num_samples > size:
+                raise StudyError(f"--num-samples {num_samples}: the grid has only {size} points")
+    cfg = _absolute_data_paths(spec.train_config())
+    out.mkdir(parents=True, exist_ok=True)
+    base: dict[str, Any] = to_dict(cfg)
+    record = {
+        "spec": spec_to_dict(spec),
+        "cli_overrides": list(cli_overrides),
+        "base_config": base,
+        "storage": storage,
+    }
+    study_file.write_text(json.dumps(record, indent=2))
+    src = Path(spec.source)
+    if src.is_file():
+        shutil.copyfile(src, out / "space.yaml")
+    return spec, base
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _build_tuner(
+    spec: StudySpec,
+    out: Path,
+    base: dict[str, Any],
+    storage: str,
+    *,
+    resume: bool,
+    callbacks: Sequence[tune.Callback],
+    trial_reporters: Sequence[Callable[[TrialContext], Reporter]],
+    printer: Callable[[str], None],
+    progress_interval_s: float,
+) -> tune.Tuner:
+    columns = list(dict.fromkeys([*spec.metrics, *spec.report]))
+    settings = TrialSettings(
+        base=base,
+        threads=spec.resources.threads,
+        report_metrics=tuple(columns),
+        crash_once_marker=os.environ.get(FAULT_INJECT_ENV) or None,
+        reporters=tuple(trial_reporters),
+    )
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
+    if resume:
+        return tune.Tuner.restore(
+            str(out / TUNE_DIR), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+
+    single = not spec.multi_objective
+    searcher = StudySearcher(
+        space=SpaceSampler(spec.space),
+        metric=spec.metrics[0] if single else spec.metrics,
+        mode=spec.modes[0] if single else spec.modes,
+        sampler=build_sampler(spec),
+        study_name=spec.study,
+        storage=optuna.storages.RDBStorage(storage),
+        points_to_evaluate=[dict(p) for p in spec.enqueue] or None,
+    )
+    scheduler: TrialScheduler = FIFOScheduler()
+    if spec.scheduler.name == "asha":
+        sched = base["schedule"]
+        max_t = int(sched["steps"])
+        grace = spec.scheduler.grace_period or 2 * int(sched["eval_every"])
+        # Several objectives: ASHA needs one number, the first objective (the Pareto front
+        # is still computed on all of them).
+        scheduler = ASHAScheduler(
+            time_attr="step",
+            metric=spec.metrics[0],
+            mode=spec.modes[0],
+            max_t=max_t,
+            grace_period=min(grace, max_t),
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    progress = ProgressTable(
+        [p.path for p in spec.space], columns, interval_s=progress_interval_s, printer=printer
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=spec.trials,
+            max_concurrent_trials=spec.concurrency,
+            time_budget_s=spec.time_budget_s or None,
+            trial_dirname_creator=_trial_dirname,
+            # A new trial in a warm worker skips Python, torch and data start-up (~10 s per
+            # trial on 2 busy cores); every trial reserves the same resources, as reuse needs.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=str(out),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[progress, *callbacks],
+            verbose=0,
+        ),
+    )
+
+
+def results_frame(results: Any, spec: StudySpec, study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: Optuna number and state, status, parameters, step and metrics."""
+    by_tune_id = {t.user_attrs.get(TUNE_TRIAL_ATTR): t for t in study.get_trials(deepcopy=False)}
+    params = [p.path for p in spec.space]
+    metrics = list(dict.fromkeys([*spec.metrics, *spec.report]))
+    rows = []
+    for r in results:
+        last = dict(r.metrics or {})
+        trial_id = last.get("trial_id") or Path(r.path).name.removeprefix("trial_")
+        ot = by_tune_id.get(trial_id)
+        status = describe_status("TERMINATED", last, r.error is not None)
+        row: dict[str, Any] = {
+            "number": ot.number if ot is not None else -1,
+            "trial_id": trial_id,
+            "status": status,
+            "optuna_state": ot.state.name if ot is not None else "",
+        }
+        for p in params:
+            row[p] = r.config.get(p) if r.config else None
+        row["step"] = int(last.get("step", 0))
+        for m in metrics:
+            row[m] = float(last[m]) if m in last else math.nan
+        row["train_seconds"] = float(last.get("train_seconds", math.nan))
+        row[RESUMED_FROM_KEY] = int(last.get(RESUMED_FROM_KEY, 0))
+        row["error"] = "" if r.error is None else str(r.error).strip().splitlines()[-1][:200]
+        row["path"] = r.path
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table = table.sort_values("number", kind="stable").reset_index(drop=True)
+    return table
+
+
+def _best(table: pd.DataFrame, spec: StudySpec) -> pd.DataFrame:
+    scored = table[table["status"].isin(("done", "stopped"))]
+    scored = scored[scored[spec.metrics].notna().all(axis=1)]
+    if scored.empty:
+        return scored
+    if spec.multi_objective:
+        mask = pareto_mask(scored[spec.metrics].to_numpy(), spec.modes)
+        front = scored[mask]
+        obj = spec.objectives[0]
+        return front.sort_values(obj.metric, ascending=obj.mode == "min")
+    obj = spec.objectives[0]
+    idx = scored[obj.metric].idxmax() if obj.mode == "max" else scored[obj.metric].idxmin()
+    return scored.loc[[idx]]
+
+
+def _export_generator(results: Any, trial_id: str, dest: Path) -> Path | None:
+    for r in results:
+        rid = (r.metrics or {}).get("trial_id")
+        if rid != trial_id or r.checkpoint is None:
+            continue
+        with r.checkpoint.as_directory() as d:
+            src = Path(d) / "generator.pt"
+            if src.is_file():
+                shutil.copyfile(src, dest)
+                return dest
+    return None
+
+
+def _table_text(table: pd.DataFrame, spec: StudySpec) -> str:
+    params = [p.path for p in spec.space]
+    cols = ["number", "trial_id", "status", *params, "step"]
+    cols += list(dict.fromkeys([*spec.metrics, *spec.report]))
+    view = table[[c for c in cols if c in table]].rename(
+        columns={p: short_name(p, params) for p in params}
+    )
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        return view.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def run_study(
+    spec: StudySpec,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    num_samples: int | None = None,
+    cli_overrides: Sequence[str] = (),
+    callbacks: Sequence[tune.Callback] = (),
+    trial_reporters: Sequence[Callable[[TrialContext], Reporter]] = (),
+    printer: Callable[[str], None] = print,
+    progress_interval_s: float = 30.0,
+    ray_init_kwargs: dict[str, Any] | None = None,
+) -> StudyResult:
+    """Run (or resume) a study and write its results into ``out``.
+
+    Args:
+        spec: the validated study file (``load_space``), including any ``--set`` overrides.
+        out: the study folder (default: ``./<study name>``).
+        resume: continue the study in ``out`` (after Ctrl-C, a crash or SIGKILL of the driver).
+        address: Ray cluster address (``auto``, ``ray://host:10001``); default: a private
+            local Ray instance (``ray.init(address="local")``). Ignored when Ray is already
+            initialised in this process.
+        num_samples: overrides the file's trial count (new studies only).
+        cli_overrides: the ``--set`` strings already applied to ``spec`` (recorded so that
+            ``--resume`` can check the file against them).
+        callbacks: extra Tune callbacks on the driver (e.g. experiment tracking). They are
+            stored with the experiment for ``--resume``, so they must pickle.
+        trial_reporters: factories of extra trainer reporters, one per trial, run inside the
+            trials (e.g. per-trial tracking with image grids). They must pickle.
+        printer: where progress and the final summary go.
+        progress_interval_s: seconds between periodic progress tables.
+        ray_init_kwargs: extra ``ray.init`` arguments for a Ray instance started here.
+
+    Raises:
+        StudyError: the folder holds another study, nothing to resume, a data folder is
+            missing, or the study file changed since the study started.
+    """
+    out = Path(out).expanduser().resolve() if out is not None else default_out(spec)
+    if resume:
+        saved_storage = _saved_storage(out)
+        storage = saved_storage or storage_url(spec, out)
+    else:
+        storage = storage_url(spec, out)
+    spec, base = _prepare(
+        spec,
+        out,
+        resume=resume,
+        cli_overrides=cli_overrides,
+        num_samples=num_samples,
+        storage=storage,
+    )
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", _EXPERIMENT_SNAPSHOT_S)
+    # With CheckpointConfig(num_to_keep) Tune snapshots its state after every few trial
+    # checkpoints, which is what a resumable study wants; its warning about it is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Tune's newer console output prints its own banner even at verbose=0; the progress table
+    # here replaces it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # GridSampler stops its study when the grid is used up; OptunaSearch logs that as a warning.
+    logging.getLogger("ray.tune.search.optuna.optuna_search").addFilter(_drop_grid_stop_warning)
+    tune_logger = logging.getLogger("ray.tune")
+    tune_level = tune_logger.level
+
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        # Trials write their own logs (train.log in each run); their stdout would interleave
+        # with the progress table.
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "logging_level": logging.WARNING,
+            "log_to_driver": False,
+        }
+        kwargs.update(ray_init_kwargs or {})
+        ray.init(address=address or "local", **kwargs)
+    tune_logger.setLevel(max(tune_level, logging.WARNING))
+    try:
+        res = spec.resources
+        printer(
+            f"{'resuming' if resume else 'study'} {spec.study!r}: {spec.trials} trials, "
+            f"{spec.concurrency} at a time, {res.cpu:g} CPU"
+            f"{f' + {res.gpu:g} GPU' if res.gpu else ''} each; sampler {spec.sampler.name}, "
+            f"scheduler {spec.scheduler.name}; objective "
+            f"{', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}"
+        )
+        printer(f"study folder: {out}")
+        printer(f"optuna-dashboard {storage}")
+        tuner = _build_tuner(
+            spec,
+            out,
+            base,
+            storage,
+            resume=resume,
+            callbacks=callbacks,
+            trial_reporters=trial_reporters,
+            printer=printer,
+            progress_interval_s=progress_interval_s,
+        )
+        results = tuner.fit()
+        complete = results.num_terminated + results.num_errors == len(results)
+        study = optuna.load_study(study_name=spec.study, storage=storage)
+        if complete:
+            closed = close_orphans(study, keep=set())
+            if closed:
+                printer(
+                    f"marked Optuna trial(s) {closed} as failed: started by a driver that was "
+                    f"killed before Tune recorded them (their replacements ran instead)"
+                )
+        return _summarise(results, spec, study, out, complete, printer)
+    finally:
+        tune_logger.setLevel(tune_level)
+        if owns_ray:
+            ray.shutdown()
+
+
+def _drop_grid_stop_warning(record: logging.LogRecord) -> bool:
+    return "Study.stop" not in record.getMessage()
+
+
+def _saved_storage(out: Path) -> str | None:
+    f = out / STUDY_FILE
+    if not f.is_file():
+        return None
+    return str(json.loads(f.read_text()).get("storage") or "") or None
+
+
+def _summarise(
+    results: Any,
+    spec: StudySpec,
+    study: optuna.Study,
+    out: Path,
+    complete: bool,
+    printer: Callable[[str], None],
+) -> StudyResult:
+    table = results_frame(results, spec, study)
+    table.to_csv(out / "results.csv", index=False)
+    printer(f"\nresults ({len(table)} trials, {out / 'results.csv'}):")
+    printer(_table_text(table, spec))
+    best = _best(table, spec)
+    best_generator: Path | None = None
+    if best.empty:
+        printer("no trial produced a score: nothing to export")
+    else:
+        top = best.iloc[0]
+        params = {p.path: top[p.path] for p in spec.space if p.path in best}
+        metrics = {m: float(top[m]) for m in dict.fromkeys([*spec.metrics, *spec.report])}
+        best_generator = _export_generator(results, str(top["trial_id"]), out / "best_generator.pt")
+        info = {
+            "trial_id": top["trial_id"],
+            "number": int(top["number"]),
+            "params": {k: _plain(v) for k, v in params.items()},
+            "metrics": metrics,
+            "step": int(top["step"]),
+            "generator": str(best_generator) if best_generator else None,
+            "note": "best_generator.pt is the trial's best evaluation by the trainer's "
+            "validation score (generator.pt of its run); metrics are its last evaluation",
+        }
+        (out / "best_trial.json").write_text(json.dumps(info, indent=2))
+        if spec.multi_objective:
+            best.to_csv(out / "pareto_front.csv", index=False)
+            printer(f"\nPareto front ({len(best)} trials, {out / 'pareto_front.csv'}):")
+            printer(_table_text(best, spec))
+            printer(f"exported: the front's best {spec.metrics[0]} (trial {top['trial_id']})")
+        else:
+            obj = spec.objectives[0]
+            printer(
+                f"\nbest trial {top['trial_id']} (#{int(top['number'])}): {obj.metric} = "
+                f"{float(top[obj.metric]):.4f} with "
+                + ", ".join(f"{k} = {_plain(v)}" for k, v in params.items())
+            )
+        if best_generator is not None:
+            printer(f"best generator: {best_generator}")
+    plots, notes = write_plots(table, spec, study, out)
+    for note in notes:
+        printer(note)
+    if plots:
+        printer("figures: " + ", ".join(str(p.name) for p in plots))
+    if not complete:
+        printer(f"study interrupted: continue it with --resume --out {out}")
+    return StudyResult(
+        out_dir=out,
+        table=table,
+        best=best,
+        best_generator=best_generator,
+        plots=plots,
+        complete=complete,
+    )
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return value

@@ -1,0 +1,176 @@
+"""A study whose driver is killed with SIGKILL resumes: finished trials are not run again,
+the interrupted trial continues from its checkpoint, and the trial count comes out right."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
+
+TRIALS = 2
+STEPS = 40
+EVAL_EVERY = 5
+
+
+def _descendants(pid: int) -> set[int]:
+    """PIDs of every process below ``pid`` (from /proc; Ray's agents outlive a killed driver)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _kill(pids: set[int]) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _rows(trial_dir: Path) -> list[dict[str, float]]:
+    f = trial_dir / "result.json"
+    if not f.is_file():
+        return []
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
+def _trials(storage: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name="resume-test", storage=storage).trials
+    except Exception:  # the database is created by the driver a few seconds in
+        return []
+
+
+def test_a_study_killed_with_sigkill_resumes_without_repeating_finished_trials(
+    tmp_path: Path, repo_root: Path, sample_train_dir: Path
+) -> None:
+    space = tmp_path / "resume-test.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "study": "resume-test",
+                "base": {
+                    "config": "tiny",
+                    "overrides": {
+                        "data.clean_dir": str(sample_train_dir),
+                        "schedule.steps": STEPS,
+                        "schedule.eval_every": EVAL_EVERY,
+                        "schedule.log_every": EVAL_EVERY,
+                    },
+                },
+                "space": {"loss.gamma": {"distribution": "uniform", "low": 0.0, "high": 20.0}},
+                "objective": {"metric": "ssim", "mode": "max"},
+                "sampler": {"name": "random", "seed": 0},
+                "scheduler": "none",
+                "trials": TRIALS,
+                "concurrency": 1,  # one at a time: at the kill, one finished and one half done
+                "resources": {"cpu": 1},
+            },
+            sort_keys=False,
+        )
+    )
+    out = tmp_path / "out"
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    cmd = [sys.executable, "-m", "semtune.search", "--space", str(space), "--out", str(out)]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    env.pop("SEMTUNE_FAULT_INJECT_CRASH_ONCE", None)
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(cmd, cwd=repo_root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    family: set[int] = set()
+    try:
+        # Kill once one trial is complete and the next has two results in the study folder
+        # (they are copied there with Tune's state snapshot, taken every 2 s and after every
+        # second checkpoint of a trial, so the snapshot knows a checkpoint of it).
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            family |= _descendants(driver.pid)
+            done = {
+                t.user_attrs["tune_trial_id"]
+                for t in _trials(storage)
+                if t.state.name == "COMPLETE"
+            }
+            running = [
+                d
+                for d in (out / "tune").glob("trial_*")
+                if d.name.removeprefix("trial_") not in done and len(_rows(d)) >= 2
+            ]
+            if done and running:
+                break
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()
+            time.sleep(0.5)
+        else:
+            pytest.fail("the study did not reach a finished and a running trial in time")
+        time.sleep(1)
+        family |= _descendants(driver.pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        time.sleep(2)
+        _kill({p for p in family if Path(f"/proc/{p}").exists()})
+        log.close()
+
+    finished_before = {
+        t.user_attrs["tune_trial_id"] for t in _trials(storage) if t.state.name == "COMPLETE"
+    }
+    rows_before = {
+        d.name.removeprefix("trial_"): len(_rows(d)) for d in (out / "tune").glob("trial_*")
+    }
+    assert finished_before and len(finished_before) < TRIALS
+
+    resumed = subprocess.run(
+        [*cmd, "--resume"], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == TRIALS and set(table["status"]) == {"done"}
+    trials = _trials(storage)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == TRIALS
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    # The trials that had finished were not run again: Tune recorded nothing new for them.
+    for d in (out / "tune").glob("trial_*"):
+        tid = d.name.removeprefix("trial_")
+        rows = _rows(d)
+        if tid in finished_before:
+            assert len(rows) == rows_before[tid], f"finished trial {tid} reported again"
+            assert all(r["resumed_from"] == 0 for r in rows)
+    # The interrupted trial continued from a checkpoint, not from step 0.
+    interrupted = [tid for tid, n in rows_before.items() if tid not in finished_before and n >= 2]
+    assert interrupted, (rows_before, finished_before)
+    for tid in interrupted:
+        later = [r for r in _rows(out / "tune" / f"trial_{tid}")[rows_before[tid] :]]
+        assert later and later[0]["resumed_from"] >= EVAL_EVERY, later
+        assert later[-1]["step"] == STEPS
+    # Each optuna trial's value is the last SSIM its Tune trial reported.
+    by_id = {t.user_attrs["tune_trial_id"]: t.value for t in complete}
+    for _, row in table.iterrows():
+        assert by_id[row["trial_id"]] == pytest.approx(row["ssim"])

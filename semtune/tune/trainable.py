@@ -128,6 +128,10 @@ class _TuneReporter:
                 RESUMED_FROM_KEY: float(self.resumed_from),
             }
         )
+        # The other reporters (MLflow) first: the scheduler may stop the trial inside
+        # tune.report, and what they had not logged by then would be lost.
+        for r in self.extra:
+            r.evaluate(step, metrics, checkpoint, samples)
         with tempfile.TemporaryDirectory(dir=self.run_dir.parent, prefix=".ckpt-") as tmp:
             snapshot = Path(tmp)
             for name in RUN_FILES:
@@ -137,8 +141,6 @@ class _TuneReporter:
             state = {"step": step, "finished": finished, "resumed_from": self.resumed_from}
             (snapshot / TRIAL_STATE_FILE).write_text(json.dumps(state))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(snapshot))
-        for r in self.extra:
-            r.evaluate(step, metrics, checkpoint, samples)
         marker = self.crash_once_marker
         if marker and not finished and not os.path.exists(marker):
             Path(marker).write_text(f"crashed once after the checkpoint at step {step}\n")

@@ -1,0 +1,267 @@
+"""``python -m semtune.search``: a hyperparameter study of the trainer on Ray Tune + Optuna."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+_EPILOG = """\
+examples:
+  python -m semtune.search --space search_spaces/gamma.yaml
+  python -m semtune.search --space search_spaces/full.yaml --out studies/full --num-samples 20
+  python -m semtune.search --space search_spaces/gamma.yaml --set schedule.steps=100
+  python -m semtune.search --space search_spaces/gamma.yaml --resume    # after Ctrl-C or a kill
+  optuna-dashboard sqlite:///gamma/optuna.db                             # watch it in a browser
+  mlflow/start-server.sh     # the MLflow UI on http://127.0.0.1:5000 (runs, images, registry)
+
+The study folder holds results.csv, best_trial.json (pareto_front.csv), best_generator.pt
+(for python -m semtune.evaluate / semtune.enhance), the PNG figures, optuna.db and Tune's
+state (tune/). Every study is also logged to MLflow (a parent run, one child run per trial)
+and its best generator registered as a model version; see docs/search.md for the search-space
+format and docs/mlflow.md for tracking.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m semtune.search",
+        description="Run a hyperparameter study of the CycleGAN trainer: Optuna picks the "
+        "trials, Ray Tune runs them (locally, or on a cluster with --address).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--space",
+        required=True,
+        type=Path,
+        help="study file (YAML): base config, searched config paths, objective, sampler, "
+        "trials, resources; e.g. search_spaces/gamma.yaml",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="study folder (default: ./<study name> in the working directory); holds the "
+        "results, figures, best_generator.pt, optuna.db and Tune's state",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="number of trials, overriding the file's 'trials' (new studies only)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override the base trainer config of every trial, e.g. --set schedule.steps=100 "
+        "(repeatable; new studies only)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the study in --out after Ctrl-C, a crash or a killed driver: finished "
+        "trials are kept, interrupted ones continue from their last checkpoint",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to run on: 'auto' (a cluster started with `ray start` on this "
+        "machine) or ray://HOST:10001; default: a private local Ray instance",
+    )
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between progress tables (also printed whenever a trial changes status)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        metavar="URI",
+        help="MLflow tracking server or store (http://127.0.0.1:5000, sqlite:///abs/path.db, "
+        "postgresql://...); default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db, the store "
+        "that mlflow/start-server.sh serves",
+    )
+    p.add_argument(
+        "--experiment",
+        default=None,
+        help="MLflow experiment name (default: the study's name)",
+    )
+    p.add_argument(
+        "--model-name",
+        default=None,
+        metavar="NAME",
+        help="registered model that receives the best generator (default: semtune-generator); "
+        "its 'champion' alias moves only to a better model",
+    )
+    p.add_argument(
+        "--no-tracking",
+        action="store_true",
+        help="do not log to MLflow (results stay in the study folder only)",
+    )
+    args = p.parse_args(argv)
+
+    # Before Ray and Tune are imported: no usage reporting, no Tune console output of its own.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from semtune.config import ConfigError
+    from semtune.tune.space import load_space
+    from semtune.tune.study import StudyError, default_out, run_study
+
+    try:
+        spec = load_space(args.space, args.overrides)
+    except ConfigError as exc:
+        p.error(str(exc))
+    out = args.out.expanduser().resolve() if args.out is not None else default_out(spec)
+    tracker = None
+    if not args.no_tracking:
+        from semtune.tracking import TrackingError
+
+        try:
+            tracker = _start_tracker(args, spec, out)
+        except (TrackingError, ConfigError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    kwargs: dict[str, Any] = {}
+    if tracker is not None:
+        from semtune.tune.mlflow_status import TrialStatusCallback
+
+        kwargs["trial_reporters"] = [tracker.reporter_factory()]
+        kwargs["callbacks"] = [TrialStatusCallback(tracker.trial_context())]
+    try:
+        if tracker is not None:
+            with tracker:  # a crash or Ctrl-C marks the study's run FAILED/KILLED
+                result = run_study(
+                    spec,
+                    out,
+                    resume=args.resume,
+                    address=args.address,
+                    num_samples=args.num_samples,
+                    cli_overrides=args.overrides,
+                    progress_interval_s=args.progress_every,
+                    **kwargs,
+                )
+                _finish_tracking(tracker, result, spec, args)
+        else:
+            result = run_study(
+                spec,
+                out,
+                resume=args.resume,
+                address=args.address,
+                num_samples=args.num_samples,
+                cli_overrides=args.overrides,
+                progress_interval_s=args.progress_every,
+            )
+    except (StudyError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nstudy folder: {result.out_dir}")
+    if not result.complete:
+        return 1
+    return 0 if result.best_generator is not None else 3
+
+
+def _start_tracker(args: argparse.Namespace, spec: Any, out: Path) -> Any:
+    """Resolve and check the tracking store, then open the study's parent run."""
+    from semtune.config import to_dict
+    from semtune.tracking import StudyTracker, check_server, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, default_dir=Path.cwd() / "mlruns")
+    check_server(uri)  # fail now, not after hours of training
+    if args.address and not uri.startswith(("http://", "https://")):
+        print(
+            f"warning: trials on a Ray cluster log to {uri}; workers on other machines cannot "
+            "write to it: pass --tracking-uri http://<server reachable from the workers>:5000",
+            file=sys.stderr,
+        )
+    base = to_dict(spec.train_config())
+    tracker = StudyTracker(
+        uri,
+        experiment=args.experiment or spec.study,
+        study_name=spec.study,
+        space_yaml=args.space,
+        base_config=base,
+        sampler=spec.sampler.name,
+        objective=spec.metrics,
+        mode=spec.modes,
+        study_key=str(out),
+        params={
+            "num_samples": args.num_samples or spec.trials,
+            "concurrency": spec.concurrency,
+            "scheduler": spec.scheduler.name,
+            "searched": ",".join(p.path for p in spec.space),
+        },
+    )
+    tracker.start(resume=args.resume)
+    print(f"MLflow: logging to {uri} (experiment {tracker.experiment!r})")
+    return tracker
+
+
+def _finish_tracking(tracker: Any, result: Any, spec: Any, args: argparse.Namespace) -> None:
+    """Log the study's results on its parent run and register the best generator."""
+    import json
+
+    import torch
+
+    from semtune.tracking import DEFAULT_MODEL_NAME, ui_hint
+
+    info_file = result.out_dir / "best_trial.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    best = {
+        "trial_id": info.get("trial_id"),
+        "step": info.get("step", 0),
+        **info.get("metrics", {}),
+    }
+    extra = [f for f in (result.out_dir / "pareto_front.csv", info_file) if f.is_file()]
+    tracker.finish(
+        result.out_dir / "results.csv",
+        plots=result.plots,
+        best=best if info else None,
+        artifacts=extra,
+        status="finished" if result.complete else "killed",
+        close_open_trials=result.complete,
+    )
+    if result.complete and result.best_generator is not None and info:
+        exported = torch.load(result.best_generator, map_location="cpu", weights_only=True)
+        # the metrics of exactly the registered weights (the trial's best evaluation), which
+        # can differ from its last evaluation in the results table
+        metrics = {**info["metrics"], **exported.get("metrics", {})}
+        reg = tracker.register_best(
+            result.best_generator,
+            metrics,
+            str(info["trial_id"]),
+            exported["config"],
+            model_name=args.model_name or DEFAULT_MODEL_NAME,
+        )
+        print(reg.message)
+    print(f"MLflow UI: {_ui_command(tracker.uri, ui_hint)}")
+
+
+def _ui_command(uri: str, ui_hint: Any) -> str:
+    store = Path.cwd() / "mlruns"
+    if uri != f"sqlite:///{(store / 'mlflow.db').as_posix()}":
+        return str(ui_hint(uri))
+    script = Path(__file__).resolve().parents[1] / "mlflow" / "start-server.sh"
+    if not script.is_file():  # installed without the repository: plain mlflow server
+        return str(ui_hint(uri))
+    if script.parents[1] == Path.cwd().resolve():
+        command = "mlflow/start-server.sh"
+    else:
+        command = f"MLFLOW_STORE={store} {script}"
+    return f"{command}   # then open http://127.0.0.1:5000"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

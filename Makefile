@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint mlflow-server screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job on the embedded default: the bundled sample images, local CPU.
+# The main job on the embedded default: a study of the edge-loss weight on local Ray, trained on
+# the bundled sample images, logged to MLflow in ./mlruns (see it with `make mlflow-server`).
+# Each run gets its own folder, so nothing from an earlier demo is overwritten.
+DEMO_OUT := out/demo-gamma-$(shell date +%Y%m%d-%H%M%S)
 demo: setup
-	$(PY) -m semtune.benchmark --data data/sample/test --sets A B C --out out/demo-benchmark
+	$(PY) -m semtune.search --space search_spaces/gamma.yaml --out $(DEMO_OUT)
+
+# The MLflow UI + tracking server on http://127.0.0.1:5000 over ./mlruns (what `make demo` logs).
+mlflow-server: setup
+	mlflow/start-server.sh
+
+# Re-take the MLflow UI screenshots in docs/img (headless Chromium, installed if missing).
+screenshots: setup
+	SEMTUNE_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/tracking/test_mlflow_ui.py
 
 # The whole test suite (slow-marked tests included: CI runs them too).
 test: setup

@@ -110,12 +110,22 @@ class LossConfig:
     gamma: float = 10.0
     edge_operator: EdgeOperator = "sobel"
     gan_weight: float = 1.0
+    # An L1 term added to the SSIM cycle loss, times this (0 = the paper's SSIM-only cycle).
+    # SSIM ignores small uniform intensity offsets; L1 keeps the restoration's grey levels.
+    cycle_l1: float = 0.0
     # The identity term on F (MSE(a, F(a))) pulls a learnable blur towards a delta; issue 7 turns
     # it off for the physics F. 1.0 is the paper.
     identity_f_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("lambda_cycle", "lambda_identity", "gamma", "gan_weight", "identity_f_weight"):
+        for name in (
+            "lambda_cycle",
+            "lambda_identity",
+            "gamma",
+            "gan_weight",
+            "identity_f_weight",
+            "cycle_l1",
+        ):
             _non_negative(name, getattr(self, name))
 
 

@@ -108,6 +108,10 @@ def train_step(
     # SSIM's constants (1e-4) vanish in half precision: the image losses run in fp32.
     real_a32, real_b32 = real_a.float(), real_b.float()
     cyc = cycle_loss(rec_a.float(), real_a32) + cycle_loss(rec_b.float(), real_b32)
+    if lc.cycle_l1 > 0:
+        cyc = cyc + lc.cycle_l1 * (
+            nnf.l1_loss(rec_a.float(), real_a32) + nnf.l1_loss(rec_b.float(), real_b32)
+        )
     idt = lc.identity_f_weight * identity_loss(idt_f.float(), real_a32) + identity_loss(
         idt_g.float(), real_b32
     )

@@ -69,6 +69,7 @@ __all__ = [
     "TrialTrackerFactory",
     "check_server",
     "data_fingerprint",
+    "default_tracking_uri",
     "git_commit",
     "image_grid",
     "list_model_versions",
@@ -145,6 +146,12 @@ def resolve_tracking_uri(flag: str | None, *, default_dir: str | Path) -> str:
         if candidate:
             return _normalise_uri(candidate)
     return f"sqlite:///{(Path(default_dir).expanduser().resolve() / DB_FILE).as_posix()}"
+
+
+def default_tracking_uri() -> str:
+    """The tracking URI when nothing names one: ``MLFLOW_TRACKING_URI``, else the local store
+    ``./mlruns/mlflow.db`` that ``semtune.search`` writes and ``mlflow/start-server.sh`` serves."""
+    return resolve_tracking_uri(None, default_dir=Path.cwd() / "mlruns")
 
 
 def _normalise_uri(text: str) -> str:
@@ -1353,7 +1360,7 @@ def load_registered_generator(uri: str, device: torch.device | str = "cpu") -> n
     Args:
         uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/m-<id>`` or
             ``runs:/RUN_ID/PATH`` where PATH is a logged model or a ``generator.pt`` (a trial
-            run's ``generator/generator.pt``). The server is ``MLFLOW_TRACKING_URI``.
+            run's ``generator/generator.pt``). The server is ``default_tracking_uri()``.
         device: where to put the network.
 
     Raises:
@@ -1363,7 +1370,10 @@ def load_registered_generator(uri: str, device: torch.device | str = "cpu") -> n
 
     if not uri.startswith(("models:/", "runs:/")):
         raise ValueError(f"expected a models:/ or runs:/ URI, got {uri!r}")
-    with tempfile.TemporaryDirectory(prefix="semtune-dl-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="semtune-dl-") as tmp,
+        _tracking_uri(default_tracking_uri()),
+    ):
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except MlflowException as exc:

@@ -2,15 +2,16 @@
 
 ``list`` shows the registered generator versions with their metrics and aliases; ``promote``
 moves an alias (``champion`` by default) to a version -- what a user would otherwise click in
-the MLflow UI. The server is ``--tracking-uri`` or ``MLFLOW_TRACKING_URI``.
+the MLflow UI. The server is ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the local
+store ``./mlruns/mlflow.db`` that ``semtune.search`` writes by default.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -19,13 +20,9 @@ _COLUMNS = ("score", "ssim", "psnr", "ssim_gain", "psnr_gain", "ag", "sf")
 
 
 def _uri(flag: str | None) -> str:
-    uri = flag or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        raise ValueError(
-            "no tracking server: pass --tracking-uri URI or set MLFLOW_TRACKING_URI "
-            "(e.g. http://127.0.0.1:5000 or sqlite:///abs/path/mlflow.db)"
-        )
-    return uri
+    from semtune.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(flag, default_dir=Path.cwd() / "mlruns")
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -82,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--tracking-uri", help="MLflow server or store (default: $MLFLOW_TRACKING_URI)"
+        "--tracking-uri",
+        help="MLflow server or store (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db)",
     )
     common.add_argument(
         "--name",

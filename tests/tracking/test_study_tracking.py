@@ -412,15 +412,20 @@ def test_models_promote_moves_the_alias(study: Study, capsys: pytest.CaptureFixt
 
 
 def test_models_cli_errors_name_the_problem(
-    study: Study, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    study: Study,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     assert models_main(["promote", "99", "--tracking-uri", study.uri]) == 2
     assert "has no version 99" in capsys.readouterr().err
     assert models_main(["list", "--name", "nope", "--tracking-uri", study.uri]) == 2
     assert "semtune-generator" in capsys.readouterr().err  # lists the registered ones
+    # neither flag nor variable: the local store the search writes by default, named
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
     assert models_main(["list"]) == 2
-    assert "MLFLOW_TRACKING_URI" in capsys.readouterr().err
+    assert f"{tmp_path}/mlruns/mlflow.db" in capsys.readouterr().err
 
 
 def test_enhance_restores_a_16bit_tiff_through_the_champion_uri(

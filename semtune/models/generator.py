@@ -41,6 +41,12 @@ borders). Output modes:
   output layer starts at zero and the generator starts as the exact identity: measured in
   NOTES.md, a from-scratch direct U-Net spent a 12-minute CPU budget relearning to reproduce
   images at all, while a residual generator started from its input.
+- ``highpass_sigma > 0`` (residual only): the correction loses its Gaussian low-pass of that
+  sigma before it is added, ``y = x + (c - blur(c))``. A blur keeps local means and removes
+  high frequencies, so undoing it needs no slow change of grey level; measured on the ``cpu``
+  preset, the plain residual G cut the high-frequency error of its input by a third but
+  more than doubled its low-frequency error (a drift of grey levels worth 1 dB of PSNR).
+  The price: a global loss of contrast (fog) cannot be undone either.
 - ``residual=False``: the paper's direct output through ``output``: ``'tanh'`` ((tanh + 1) / 2,
   the [0, 1] image of a TF-style tanh output), ``'sigmoid'``, ``'clamp'`` or ``'none'``.
 
@@ -51,10 +57,12 @@ in [0, 1] to the same, import it here and add one line to ``GENERATORS``.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
+import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 __all__ = ["GENERATORS", "MultiBlock", "MultiScaleUNet", "OutputMode", "build_generator"]
@@ -150,6 +158,7 @@ class MultiScaleUNet(nn.Module):
         first_norm: bool = True,
         output: OutputMode = "clamp",
         channels: int = 1,
+        highpass_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         if not width > 0:
@@ -163,6 +172,11 @@ class MultiScaleUNet(nn.Module):
             )
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels!r}")
+        if highpass_sigma < 0 or (highpass_sigma > 0 and not residual):
+            raise ValueError(
+                f"highpass_sigma must be >= 0 and needs residual=True, got {highpass_sigma!r} "
+                f"with residual={residual}"
+            )
         n_layers = len(_ENCODER_CHANNELS)
         num_down = _num_down(image_size, n_layers - 1)
         if image_size < 2 * _MIN_BOTTLENECK or image_size % 2**num_down:
@@ -176,6 +190,12 @@ class MultiScaleUNet(nn.Module):
         self.output = output
         self.channels = channels
         self.num_down = num_down
+        self.highpass_sigma = highpass_sigma
+        if highpass_sigma > 0:
+            radius = math.ceil(3 * highpass_sigma)
+            t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+            k = torch.exp(-(t**2) / (2 * highpass_sigma**2))
+            self.register_buffer("lowpass", (k / k.sum()).view(1, 1, 1, -1), persistent=False)
 
         enc = [_scaled(c, width) for c in _ENCODER_CHANNELS]
         self.encoder = nn.ModuleList()
@@ -265,9 +285,23 @@ class MultiScaleUNet(nn.Module):
             if j < len(self.decoder_blocks):
                 h = self.decoder_blocks[j](h)
         if self.residual:
+            if self.highpass_sigma > 0:
+                h = h - self._lowpass(h)
             h = x + h
             return h.clamp(0.0, 1.0) if self.output == "clamp" else h
         return _OUTPUTS[self.output](h)
+
+    def _lowpass(self, h: Tensor) -> Tensor:
+        # separable Gaussian, reflect-padded, one channel at a time (depthwise)
+        b, c, hh, ww = h.shape
+        k = self.lowpass.to(h.dtype)
+        r = k.shape[-1] // 2
+        z = h.reshape(b * c, 1, hh, ww)
+        # reflect padding needs the pad smaller than the side; replicate beyond that
+        mode = "reflect" if r < min(hh, ww) else "replicate"
+        z = nnf.conv2d(nnf.pad(z, (r, r, 0, 0), mode=mode), k)
+        z = nnf.conv2d(nnf.pad(z, (0, 0, r, r), mode=mode), k.transpose(-1, -2))
+        return z.reshape(b, c, hh, ww)
 
 
 def _tanh01(z: Tensor) -> Tensor:

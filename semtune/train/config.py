@@ -83,17 +83,25 @@ class ModelConfig:
     zero_init_last: bool = True
     first_norm: bool = True
     output: Literal["sigmoid", "tanh", "clamp", "none"] = "clamp"
+    # G's correction keeps only frequencies above a Gaussian low-pass of this sigma (px); 0 =
+    # off. See semtune.models.generator.
+    highpass_sigma: float = 0.0
     # F, the degradation side: "unet" is the paper's (a second U-Net); "physics" is a learnable
     # blur kernel + contrast/fog parameters (issue 7).
     degradation: Literal["unet", "physics"] = "unet"
     physics_kernel_size: int = 15
     physics_init_sigma: float = 2.0
+    # "sigma": F starts as a Gaussian of physics_init_sigma, no contrast loss. "estimate": its
+    # blur, transmission and airlight are first measured on the two training domains
+    # (semtune.models.degradation.estimate_degradation).
+    physics_init: Literal["sigma", "estimate"] = "sigma"
     disc_width: float = 0.25
     disc_highpass: bool = False
 
     def __post_init__(self) -> None:
         _positive("width", self.width)
         _positive("disc_width", self.disc_width)
+        _non_negative("highpass_sigma", self.highpass_sigma)
         if self.physics_kernel_size % 2 == 0 or self.physics_kernel_size < 3:
             raise ValueError(
                 f"physics_kernel_size must be odd and >= 3, got {self.physics_kernel_size}"
@@ -113,6 +121,12 @@ class LossConfig:
     # An L1 term added to the SSIM cycle loss, times this (0 = the paper's SSIM-only cycle).
     # SSIM ignores small uniform intensity offsets; L1 keeps the restoration's grey levels.
     cycle_l1: float = 0.0
+    # Factor on G's own adversarial term (D_clean judging G(a)); F's term keeps gan_weight.
+    # Clean SEM images carry shot noise that blurred ones lack: a strong D_clean pushes G to
+    # paint noise back, which costs PSNR; F needs its adversarial term to learn the kernel.
+    gan_weight_g: float = 1.0
+    # F's blur kernel learns from its adversarial term alone (see semtune.train.step).
+    f_gan_only: bool = False
     # The identity term on F (MSE(a, F(a))) pulls a learnable blur towards a delta; issue 7 turns
     # it off for the physics F. 1.0 is the paper.
     identity_f_weight: float = 1.0
@@ -125,6 +139,7 @@ class LossConfig:
             "gan_weight",
             "identity_f_weight",
             "cycle_l1",
+            "gan_weight_g",
         ):
             _non_negative(name, getattr(self, name))
 

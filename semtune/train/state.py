@@ -39,11 +39,12 @@ __all__ = [
 CHECKPOINT_VERSION = 1
 
 
-def build_restorer(cfg: TrainConfig) -> nn.Module:
+def build_restorer(cfg: TrainConfig, *, restorer: bool = True) -> nn.Module:
     """G: blurred -> clean, the paper's multi-scale U-Net with the configured options.
 
     Its stride plan is fixed by the training crop size (see ``semtune.models.generator``), so a
     network trained on 64 px crops computes the same function on any larger input.
+    ``restorer=False`` builds the same U-Net for the paper's F, without G-only options.
     """
     m = cfg.model
     return build_generator(
@@ -54,6 +55,7 @@ def build_restorer(cfg: TrainConfig) -> nn.Module:
         zero_init_last=m.zero_init_last,
         first_norm=m.first_norm,
         output=m.output,
+        **({"highpass_sigma": m.highpass_sigma} if restorer and m.highpass_sigma > 0 else {}),
     )
 
 
@@ -62,7 +64,7 @@ def build_degradation(cfg: TrainConfig) -> nn.Module:
     m = cfg.model
     if m.degradation == "physics":
         return PhysicsDegradation(m.physics_kernel_size, m.physics_init_sigma)
-    return build_restorer(cfg)
+    return build_restorer(cfg, restorer=False)
 
 
 class ImagePool:

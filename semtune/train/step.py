@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +82,16 @@ def _highpass(x: Tensor) -> Tensor:
     return x - nnf.avg_pool2d(nnf.pad(x, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
 
 
+def _frozen(m: nn.Module) -> Callable[[Tensor], Tensor]:
+    """``m`` with its blur kernel (all weights for a U-Net F) held: gradients flow through it
+    to the input and to its contrast parameters, not into the kernel."""
+    held = [k for k, _ in m.named_parameters() if k == "kernel_logits"] or [
+        k for k, _ in m.named_parameters()
+    ]
+    params = {k: v.detach() if k in held else v for k, v in m.named_parameters()}
+    return lambda x: torch.func.functional_call(m, params, (x,))
+
+
 def train_step(
     state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precision
 ) -> dict[str, float]:
@@ -97,14 +107,20 @@ def train_step(
 
     # --- generators G and F (eq. 16) ---
     _requires_grad((d_clean, d_blur), False)
+    # f_gan_only: F's blur kernel learns only from D_blur (is F(b) a believable blurred
+    # image?); the cycle and edge losses reach G through the current kernel without moving it,
+    # so they cannot pull F towards a weaker blur that a weaker G can undo (measured drift).
+    f_cyc = _frozen(f) if lc.f_gan_only else f
     with prec.autocast():
         fake_b = g(real_a)  # G(a): restored
-        rec_a = f(fake_b)  # F(G(a))
+        rec_a = f_cyc(fake_b)  # F(G(a))
         fake_a = f(real_b)  # F(b): synthetically blurred
-        rec_b = g(fake_a)  # G(F(b))
-        idt_f = f(real_a)  # F(a), identity on F
+        rec_b = g(f_cyc(real_b) if lc.f_gan_only else fake_a)  # G(F(b))
+        idt_f = f_cyc(real_a)  # F(a), identity on F
         idt_g = g(real_b)  # G(b), identity on G
-        gan = lsgan_g_loss(d_clean(view(fake_b))) + lsgan_g_loss(d_blur(view(fake_a)))
+        gan = lc.gan_weight_g * lsgan_g_loss(d_clean(view(fake_b))) + lsgan_g_loss(
+            d_blur(view(fake_a))
+        )
     # SSIM's constants (1e-4) vanish in half precision: the image losses run in fp32.
     real_a32, real_b32 = real_a.float(), real_b.float()
     cyc = cycle_loss(rec_a.float(), real_a32) + cycle_loss(rec_b.float(), real_b32)

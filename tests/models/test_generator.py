@@ -238,3 +238,23 @@ def test_unknown_generator_argument_names_the_accepted_ones() -> None:
 def test_registry_accepts_new_entries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(GENERATORS, "identity", lambda: nn.Identity())
     assert isinstance(build_generator("identity"), nn.Identity)
+
+
+def test_highpass_residual_changes_no_slow_grey_level() -> None:
+    torch.manual_seed(0)
+    kw = {"image_size": 64, "zero_init_last": False, "output": "none"}
+    g = MultiScaleUNet(0.25, highpass_sigma=4.0, **kw).eval()  # type: ignore[arg-type]
+    plain = MultiScaleUNet(0.25, **kw).eval()  # type: ignore[arg-type]
+    plain.load_state_dict(g.state_dict())
+    x = torch.rand(2, 1, 64, 64) * 0.5 + 0.25
+    with torch.no_grad():
+        d_hp, d_plain = g(x) - x, plain(x) - x
+    # the mean grey level of each image (its DC): what a high-pass residual cannot move
+    slow = lambda d: d.mean(dim=(1, 2, 3)).abs().mean().item()  # noqa: E731
+    assert slow(d_plain) > 5 * slow(d_hp)
+    assert d_hp.abs().mean().item() > 0.2 * d_plain.abs().mean().item()  # still corrects
+
+
+def test_highpass_needs_a_residual_generator() -> None:
+    with pytest.raises(ValueError, match="residual"):
+        MultiScaleUNet(0.25, image_size=64, residual=False, output="sigmoid", highpass_sigma=2.0)

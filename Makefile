@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test lint mlflow-server screenshots clean
+.PHONY: setup demo test cluster-test lint mlflow-server screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ screenshots: setup
 # The whole test suite (slow-marked tests included: CI runs them too).
 test: setup
 	$(PY) -m pytest -q -rs
+
+# A real two-node Ray cluster on this machine (token auth, dashboard on 127.0.0.1): a study
+# submitted as a Ray job and by address, then the cluster stopped by PID; and the cloud /
+# Kubernetes configs validated (docs/cluster.md). Part of `make test` too.
+cluster-test: setup
+	$(PY) -m pytest -q -rs tests/cluster
 
 lint: setup
 	$(PY) -m ruff check semtune tests bench

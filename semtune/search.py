@@ -17,6 +17,9 @@ examples:
   python -m semtune.search --space search_spaces/full.yaml --out studies/full --num-samples 20
   python -m semtune.search --space search_spaces/gamma.yaml --set schedule.steps=100
   python -m semtune.search --space search_spaces/gamma.yaml --resume    # after Ctrl-C or a kill
+  python -m semtune.search --space search_spaces/gamma.yaml --address auto   # on a cluster
+  python -m semtune.submit --space search_spaces/gamma.yaml --tracking-uri http://HOST:5000
+                                             # ... or as a Ray job (docs/cluster.md)
   optuna-dashboard sqlite:///gamma/optuna.db                             # watch it in a browser
   mlflow/start-server.sh     # the MLflow UI on http://127.0.0.1:5000 (runs, images, registry)
 
@@ -76,7 +79,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--address",
         default=None,
         help="Ray cluster to run on: 'auto' (a cluster started with `ray start` on this "
-        "machine) or ray://HOST:10001; default: a private local Ray instance",
+        "machine), HOST:6379 or ray://HOST:10001; default: the job's cluster when run by "
+        "`ray job submit` / semtune.submit, else a private local Ray instance (docs/cluster.md)",
+    )
+    p.add_argument(
+        "--storage-path",
+        default=None,
+        metavar="URI",
+        help="where Tune keeps the trials' checkpoints: shared storage that every node of a "
+        "multi-node cluster reaches, s3://bucket/studies/NAME or an NFS folder mounted on "
+        "every node (one per study, like --out); default: the study folder",
     )
     p.add_argument(
         "--progress-every",
@@ -116,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if args.address not in (None, "local", "auto"):
+        # Ray 2.60 sends its token to a cluster named by address only with RAY_AUTH_MODE=token
+        # (it switches token mode on by itself only for `auto`); every cluster of ours needs it.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     from semtune.config import ConfigError
     from semtune.tune.space import load_space
     from semtune.tune.study import StudyError, default_out, run_study
@@ -125,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         p.error(str(exc))
     out = args.out.expanduser().resolve() if args.out is not None else default_out(spec)
+    _warn_cluster_paths(args, out)
     tracker = None
     if not args.no_tracking:
         from semtune.tracking import TrackingError
@@ -151,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     num_samples=args.num_samples,
                     cli_overrides=args.overrides,
                     progress_interval_s=args.progress_every,
+                    storage_path=args.storage_path,
                     **kwargs,
                 )
                 _finish_tracking(tracker, result, spec, args)
@@ -163,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_samples=args.num_samples,
                 cli_overrides=args.overrides,
                 progress_interval_s=args.progress_every,
+                storage_path=args.storage_path,
             )
     except (StudyError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -173,6 +192,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if result.best_generator is not None else 3
 
 
+def _warn_cluster_paths(args: argparse.Namespace, out: Path) -> None:
+    """Say when the study folder would be lost or unreachable on a cluster."""
+    # Ray puts the job's config here for the entrypoint of `ray job submit`.
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    if in_job and out.is_relative_to(Path.cwd()):
+        print(
+            f"warning: the study folder {out} is inside the job's working directory, a "
+            "temporary copy that Ray deletes later: pass --out /absolute/path (e.g. "
+            "~/studies/NAME, or shared storage) to keep the results",
+            file=sys.stderr,
+        )
+    if (args.address or "").startswith("ray://"):
+        print(
+            "note: with ray:// the study's Tune and Optuna state is written on the head node: "
+            f"{out} must be a folder the head node reaches at the same path (shared storage); "
+            "`python -m semtune.submit` (a Ray job) needs no shared folder",
+            file=sys.stderr,
+        )
+
+
 def _start_tracker(args: argparse.Namespace, spec: Any, out: Path) -> Any:
     """Resolve and check the tracking store, then open the study's parent run."""
     from semtune.config import to_dict
@@ -180,7 +219,8 @@ def _start_tracker(args: argparse.Namespace, spec: Any, out: Path) -> Any:
 
     uri = resolve_tracking_uri(args.tracking_uri, default_dir=Path.cwd() / "mlruns")
     check_server(uri)  # fail now, not after hours of training
-    if args.address and not uri.startswith(("http://", "https://")):
+    on_cluster = args.address or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    if on_cluster and not uri.startswith(("http://", "https://")):
         print(
             f"warning: trials on a Ray cluster log to {uri}; workers on other machines cannot "
             "write to it: pass --tracking-uri http://<server reachable from the workers>:5000",

@@ -1,8 +1,17 @@
-"""Shared fixtures: the bundled sample images (never ../shared) and a quiet, small CPU setup."""
+"""Shared fixtures: the bundled sample images (never ../shared), a quiet, small CPU setup, and
+a real MLflow tracking server on loopback (started on first use, shared by the whole session)."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,3 +40,91 @@ def sample_train_dir() -> Path:
 @pytest.fixture(scope="session")
 def sample_test_dir() -> Path:
     return SAMPLE_DIR / "test"
+
+
+# -- a real MLflow server ------------------------------------------------------------------------
+
+MLFLOW_START_TIMEOUT_S = 180.0
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on right now (bound on 127.0.0.1, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_process(
+    tmp_path_factory: pytest.TempPathFactory, repo_root: Path
+) -> Iterator[ServerProcess]:
+    """The MLflow server process, started with the project's own ``mlflow/start-server.sh`` (so
+    the script is tested too) on a free port, its stores in a temporary folder, and stopped by
+    its PID. It boots in the background (~20 s, database migrations included): request this
+    fixture early (tests/tracking does, autouse) and ``mlflow_server`` where the server is
+    used."""
+    store = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(
+        PORT=str(port),
+        MLFLOW_STORE=str(store),
+        MLFLOW=str(Path(sys.executable).with_name("mlflow")),
+    )
+    log_path = store / "server.log"
+    with log_path.open("wb") as log:
+        # its own session: the uvicorn worker it spawns is in the same process group, which
+        # teardown signals by the group id of the process started here (never by name)
+        proc = subprocess.Popen(
+            ["bash", str(repo_root / "mlflow" / "start-server.sh")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    finally:
+        _stop_group(proc)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_server_process: ServerProcess) -> str:
+    """``http://127.0.0.1:<port>`` of a fresh tracking server (sqlite + local artifacts)."""
+    srv = mlflow_server_process
+    deadline = time.monotonic() + MLFLOW_START_TIMEOUT_S
+    while not _healthy(srv.url):
+        if srv.proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"mlflow server did not start:\n{srv.log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return srv.url
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group started above, if any
+    except ProcessLookupError:
+        pass

@@ -5,7 +5,8 @@ The study folder (``out``) holds everything:
 - ``study.json``: the validated spec and the resolved base trainer config (what ``--resume``
   continues), ``space.yaml``: a copy of the study file;
 - ``optuna.db``: Optuna's study (unless ``storage:`` names another database);
-- ``tune/``: Tune's experiment state and each trial's checkpoints;
+- ``tune/``: Tune's experiment state and each trial's checkpoints (or ``<storage_path>/tune``
+  on shared storage, ``s3://...`` or an NFS folder, which a multi-node cluster needs);
 - at the end: ``results.csv``, ``best_trial.json`` (or ``pareto_front.csv``),
   ``best_generator.pt`` and the PNG figures.
 """
@@ -43,9 +44,11 @@ __all__ = [
     "StudyError",
     "StudyResult",
     "default_out",
+    "ray_address",
     "results_frame",
     "run_study",
     "storage_url",
+    "tune_storage",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,45 @@ def _absolute_data_paths(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes))
 
 
+def tune_storage(out: Path, storage_path: str | None) -> str:
+    """Where Tune keeps the study's experiment state and checkpoints (``<it>/tune``).
+
+    Args:
+        out: the study folder (the default).
+        storage_path: ``--storage-path``: a URI that every node of a cluster reaches
+            (``s3://bucket/studies/gamma``, ``gs://...``) or a folder on shared storage (NFS)
+            mounted at the same path on every node. One per study, like ``out``.
+
+    Returns:
+        The URI as given, or an absolute folder.
+    """
+    if not storage_path:
+        return str(out)
+    if "://" in storage_path:
+        return storage_path.rstrip("/")
+    return str(Path(storage_path).expanduser().resolve())
+
+
+def ray_address(address: str | None) -> str:
+    """The Ray cluster a study runs on: ``address``, else the job's cluster, else a private one.
+
+    Args:
+        address: ``--address`` as given (``auto``, ``HOST:PORT``, ``ray://HOST:10001``) or None.
+
+    Returns:
+        ``address`` when given; inside a Ray job (``ray job submit``, ``semtune.submit``), the
+        cluster's GCS address that Ray puts in ``RAY_ADDRESS`` for the job's entrypoint; else
+        ``"local"``, a private Ray instance for this process.
+    """
+    if address:
+        return address
+    env = os.environ.get("RAY_ADDRESS", "")
+    # A dashboard URL there (http://...:8265) is meant for the jobs CLI, not for ray.init.
+    if env and not env.startswith(("http://", "https://")):
+        return env
+    return "local"
+
+
 def _compare(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
 
@@ -124,12 +166,13 @@ def _prepare(
     cli_overrides: Sequence[str],
     num_samples: int | None,
     storage: str,
+    tune_root: str,
 ) -> tuple[StudySpec, dict[str, Any]]:
     """Check the folder and return the spec and base config the study runs with."""
-    tune_dir = out / TUNE_DIR
+    tune_dir = f"{tune_root}/{TUNE_DIR}"
     study_file = out / STUDY_FILE
     if resume:
-        if not (study_file.is_file() and tune.Tuner.can_restore(str(tune_dir))):
+        if not (study_file.is_file() and tune.Tuner.can_restore(tune_dir)):
             raise StudyError(
                 f"{out}: no study to resume here (expected {STUDY_FILE} and Tune's state in "
                 f"{tune_dir}); run without --resume to start one"
@@ -153,10 +196,15 @@ def _prepare(
             )
         return file_spec, saved["base_config"]
 
-    if tune.Tuner.can_restore(str(tune_dir)) or study_file.exists() or (out / "optuna.db").exists():
-        raise StudyError(
-            f"{out} already holds a study; add --resume to continue it, or choose another --out"
-        )
+    for where, taken in (
+        (out, study_file.exists() or (out / "optuna.db").exists()),
+        (tune_dir, tune.Tuner.can_restore(tune_dir)),
+    ):
+        if taken:
+            raise StudyError(
+                f"{where} already holds a study; add --resume to continue it, or choose "
+                f"another --out{' or --storage-path' if tune_root != str(out) else ''}"
+            )
     # A shared database (storage: in the file) may hold the name from another folder's study.
     if spec.storage and spec.study in optuna.study.get_all_study_names(storage):
         raise StudyError(
@@ -179,6 +227,7 @@ def _prepare(
         "cli_overrides": list(cli_overrides),
         "base_config": base,
         "storage": storage,
+        "tune_storage": tune_root,
     }
     study_file.write_text(json.dumps(record, indent=2))
     src = Path(spec.source)
@@ -196,6 +245,7 @@ def _build_tuner(
     out: Path,
     base: dict[str, Any],
     storage: str,
+    tune_root: str,
     *,
     resume: bool,
     callbacks: Sequence[tune.Callback],
@@ -215,7 +265,10 @@ def _build_tuner(
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
     if resume:
         return tune.Tuner.restore(
-            str(out / TUNE_DIR), trainable=trainable, resume_unfinished=True, resume_errored=True
+            f"{tune_root}/{TUNE_DIR}",
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
         )
 
     single = not spec.multi_objective
@@ -261,7 +314,7 @@ def _build_tuner(
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
-            storage_path=str(out),
+            storage_path=tune_root,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[progress, *callbacks],
@@ -355,6 +408,7 @@ def run_study(
     printer: Callable[[str], None] = print,
     progress_interval_s: float = 30.0,
     ray_init_kwargs: dict[str, Any] | None = None,
+    storage_path: str | None = None,
 ) -> StudyResult:
     """Run (or resume) a study and write its results into ``out``.
 
@@ -362,9 +416,9 @@ def run_study(
         spec: the validated study file (``load_space``), including any ``--set`` overrides.
         out: the study folder (default: ``./<study name>``).
         resume: continue the study in ``out`` (after Ctrl-C, a crash or SIGKILL of the driver).
-        address: Ray cluster address (``auto``, ``ray://host:10001``); default: a private
-            local Ray instance (``ray.init(address="local")``). Ignored when Ray is already
-            initialised in this process.
+        address: Ray cluster address (``auto``, ``HOST:PORT``, ``ray://host:10001``);
+            default: the job's cluster when run as a Ray job, else a private local Ray instance
+            (see ``ray_address``). Ignored when Ray is already initialised in this process.
         num_samples: overrides the file's trial count (new studies only).
         cli_overrides: the ``--set`` strings already applied to ``spec`` (recorded so that
             ``--resume`` can check the file against them).
@@ -375,15 +429,26 @@ def run_study(
         printer: where progress and the final summary go.
         progress_interval_s: seconds between periodic progress tables.
         ray_init_kwargs: extra ``ray.init`` arguments for a Ray instance started here.
+        storage_path: shared storage for Tune's state and checkpoints (see ``tune_storage``);
+            default: the study folder. ``--resume`` uses the one the study started with.
 
     Raises:
         StudyError: the folder holds another study, nothing to resume, a data folder is
             missing, or the study file changed since the study started.
     """
     out = Path(out).expanduser().resolve() if out is not None else default_out(spec)
+    tune_root = tune_storage(out, storage_path)
     if resume:
         saved_storage = _saved_storage(out)
         storage = saved_storage or storage_url(spec, out)
+        saved_root = _saved_tune_storage(out)
+        if saved_root is not None and storage_path is None:
+            tune_root = saved_root
+        elif saved_root is not None and saved_root != tune_root:
+            raise StudyError(
+                f"--storage-path {tune_root} differs from the study's {saved_root}; resume "
+                f"without --storage-path (or with the study's own)"
+            )
     else:
         storage = storage_url(spec, out)
     spec, base = _prepare(
@@ -393,6 +458,7 @@ def run_study(
         cli_overrides=cli_overrides,
         num_samples=num_samples,
         storage=storage,
+        tune_root=tune_root,
     )
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", _EXPERIMENT_SNAPSHOT_S)
     # With CheckpointConfig(num_to_keep) Tune snapshots its state after every few trial
@@ -418,7 +484,7 @@ def run_study(
             "log_to_driver": False,
         }
         kwargs.update(ray_init_kwargs or {})
-        ray.init(address=address or "local", **kwargs)
+        ray.init(address=ray_address(address), **kwargs)
     tune_logger.setLevel(max(tune_level, logging.WARNING))
     try:
         res = spec.resources
@@ -430,12 +496,15 @@ def run_study(
             f"{', '.join(f'{o.metric} ({o.mode})' for o in spec.objectives)}"
         )
         printer(f"study folder: {out}")
+        if tune_root != str(out):
+            printer(f"Tune state and checkpoints: {tune_root}/{TUNE_DIR}")
         printer(f"optuna-dashboard {storage}")
         tuner = _build_tuner(
             spec,
             out,
             base,
             storage,
+            tune_root,
             resume=resume,
             callbacks=callbacks,
             trial_reporters=trial_reporters,
@@ -461,6 +530,13 @@ def run_study(
 
 def _drop_grid_stop_warning(record: logging.LogRecord) -> bool:
     return "Study.stop" not in record.getMessage()
+
+
+def _saved_tune_storage(out: Path) -> str | None:
+    f = out / STUDY_FILE
+    if not f.is_file():
+        return None
+    return str(json.loads(f.read_text()).get("tune_storage") or "") or None
 
 
 def _saved_storage(out: Path) -> str | None:

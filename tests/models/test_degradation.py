@@ -66,9 +66,7 @@ def test_estimate_recovers_a_known_blur_and_fog_from_the_two_domains(
 
     images = [im.data for im in read_folder(sample_train_dir).images[:8]]
     clean = [x[:, :384, :384] for x in images]
-    blurred = [
-        0.7 * gaussian_blur(x[None], kernel_size=9, sigma=1.5)[0] + 0.3 * 0.2 for x in clean
-    ]
+    blurred = [0.7 * gaussian_blur(x[None], kernel_size=9, sigma=1.5)[0] + 0.3 * 0.2 for x in clean]
     est = estimate_degradation(blurred, clean)
     assert est.sigma == pytest.approx(1.5, abs=0.35)
     assert est.transmission == pytest.approx(0.7, abs=0.05)

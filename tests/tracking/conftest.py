@@ -1,7 +1,7 @@
 """A real MLflow server on loopback and a small study logged to it (shared by this folder).
 
-The server is started with the project's own ``mlflow/start-server.sh`` (so the script is
-tested too) on a free port, with its stores in a temporary folder, and stopped by its PID.
+The server (``mlflow_server`` in tests/conftest.py, shared by the session) is started with the
+project's own ``mlflow/start-server.sh`` on a free port and stopped by its PID.
 The study is simulated in-process without Ray (the search drives the same objects): a parent
 run, four tiny training runs logging at once from threads -- two that finish, one stopped
 early by the "scheduler", one that fails -- then ``finish`` and three registrations.
@@ -9,22 +9,15 @@ early by the "scheduler", one that fails -- then ``finish`` and three registrati
 
 from __future__ import annotations
 
-import os
 import pickle
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import ServerProcess, free_port  # noqa: F401 (free_port: for the tests here)
 from torch import Tensor
 
 from semtune.tracking import (
@@ -39,87 +32,12 @@ if TYPE_CHECKING:
     from semtune.train.config import TrainConfig
     from semtune.train.loop import TrainResult
 
-SERVER_START_TIMEOUT_S = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
 
 @pytest.fixture(scope="session", autouse=True)
-def _booting_server(
-    tmp_path_factory: pytest.TempPathFactory, repo_root: Path
-) -> Iterator[ServerProcess]:
-    """Start the server when this folder's first test starts: it boots (~20 s, database
-    migrations included) while the tests that need no server run."""
-    store = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = dict(os.environ)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(
-        PORT=str(port),
-        MLFLOW_STORE=str(store),
-        MLFLOW=str(Path(sys.executable).with_name("mlflow")),
-    )
-    log_path = store / "server.log"
-    with log_path.open("wb") as log:
-        # its own session: the uvicorn worker it spawns is in the same process group, which
-        # teardown signals by the group id of the process started here (never by name)
-        proc = subprocess.Popen(
-            ["bash", str(repo_root / "mlflow" / "start-server.sh")],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)
-    finally:
-        _stop(proc)
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(_booting_server: ServerProcess) -> str:
-    """``http://127.0.0.1:<port>`` of a fresh tracking server (sqlite + local artifacts),
-    started with the project's ``mlflow/start-server.sh``."""
-    srv = _booting_server
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not _healthy(srv.url):
-        if srv.proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"mlflow server did not start:\n{srv.log_path.read_text()[-3000:]}")
-        time.sleep(0.5)
-    return srv.url
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group started above, if any
-    except ProcessLookupError:
-        pass
+def _booting_server(mlflow_server_process: ServerProcess) -> ServerProcess:
+    """Start the server (tests/conftest.py) when this folder's first test starts: it boots
+    (~20 s) while the tests that need no server run."""
+    return mlflow_server_process
 
 
 # -- the simulated study ---------------------------------------------------------------------------

@@ -291,7 +291,8 @@ def test_logged_model_is_weights_config_and_code_without_pickles(
     assert "code/semtune/train/state.py" in files
     assert not [f for f in files if f.endswith((".pkl", ".pickle"))]
     ckpt = torch.load(local / "artifacts" / "generator.pt", weights_only=True)
-    assert set(ckpt) == {"version", "config", "generator", "step"}
+    # weights, the config that rebuilds the network, and the validation metrics of these weights
+    assert set(ckpt) == {"version", "config", "generator", "step", "metrics"}
     signature = mlflow.models.Model.load(str(local)).signature
     assert [spec.shape for spec in signature.inputs.inputs] == [(-1, 1, -1, -1)]  # any size
 

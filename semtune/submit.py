@@ -1,0 +1,525 @@
+"""``python -m semtune.submit``: run a study on a Ray cluster as a Ray job, and follow it.
+
+A thin layer over Ray's Jobs SDK (``ray.job_submission.JobSubmissionClient``) that does what a
+study needs and ``ray job submit`` leaves to the user:
+
+- uploads the project folder (``--working-dir``, default ``.``) without generated files (Ray
+  already skips ``.git``, ``.venv``, ``__pycache__`` and what ``.gitignore`` lists; this adds
+  study outputs, MLflow stores, checkpoints and caches), so the package, the search-space file
+  and data given by relative paths reach the cluster, and nothing is read from this machine;
+- checks before submitting that the space file is inside that folder, that its relative data
+  folders are there and uploaded, and that MLflow is a server the cluster reaches (not a
+  local sqlite file);
+- writes the study folder to a durable place on the cluster (``--out``, default
+  ``~/semtune-studies/<study>-<time>`` on the node that runs the job), never into the job's
+  temporary copy of the working folder;
+- turns Ray's token authentication on for the client (``RAY_AUTH_MODE=token``) and says where
+  the token comes from; streams the job's output until it ends, and exits 0 only if it
+  succeeded.
+
+Everything after ``--`` goes to ``python -m semtune.search`` unchanged. See docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "DEFAULT_EXCLUDES",
+    "JobPlan",
+    "SubmitError",
+    "follow",
+    "main",
+    "plan_job",
+    "prepare_auth",
+    "resolve_address",
+]
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+# On top of Ray's own (.git, .venv, venv, __pycache__) and .gitignore / .rayignore: what a
+# study leaves in the project folder and no job needs (gitwildmatch patterns, as .gitignore).
+DEFAULT_EXCLUDES: tuple[str, ...] = (
+    "/out/",
+    "/studies/",
+    "/runs/",
+    "/mlruns/",
+    "/mlartifacts/",
+    "*.pt",
+    "*.ckpt",
+    "*.db",
+    "*.sqlite",
+    "*.egg-info/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+    ".mypy_cache/",
+)
+DEFAULT_OUT_ROOT = "~/semtune-studies"
+_TOKEN_FILE = Path("~/.ray/auth_token")
+_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# search flags that this command sets itself (from its own options)
+_OWN_FLAGS = ("--space", "--out", "--tracking-uri", "--no-tracking", "--address")
+
+_EPILOG = """\
+examples:
+  python -m semtune.submit --space search_spaces/gamma.yaml \\
+      --tracking-uri http://10.0.0.5:5000 -- --num-samples 21
+  python -m semtune.submit --address http://127.0.0.1:8265 --space my-gamma.yaml \\
+      --out /mnt/shared/studies/gamma --tracking-uri http://10.0.0.5:5000 \\
+      -- --storage-path s3://my-bucket/semtune/gamma
+  python -m semtune.submit --follow semtune-gamma-20261122-101500     # reattach to its output
+  python -m semtune.submit --status semtune-gamma-20261122-101500
+  python -m semtune.submit --stop semtune-gamma-20261122-101500
+  python -m semtune.submit --list
+
+The address is the cluster's dashboard (jobs API), reached through an SSH tunnel
+(`ray dashboard cluster/aws-gpu.yaml`) or `kubectl port-forward`; it needs the cluster's token:
+RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH (or --token-file), else ~/.ray/auth_token. See
+docs/cluster.md.
+"""
+
+
+class SubmitError(RuntimeError):
+    """The job cannot be submitted as asked (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A study job, ready for ``JobSubmissionClient.submit_job``.
+
+    Attributes:
+        submission_id: the job's id (``semtune-<study>-<time>`` unless given).
+        entrypoint: the shell command the cluster runs in the unpacked working folder.
+        runtime_env: ``working_dir`` (absolute, uploaded by the client) and ``excludes``.
+        metadata: shown by ``ray job list`` and the dashboard.
+        out: the study folder on the cluster, as passed to ``--out``.
+        notes: things the user should know (printed before submitting).
+    """
+
+    submission_id: str
+    entrypoint: str
+    runtime_env: dict[str, Any]
+    metadata: dict[str, str]
+    out: str
+    notes: tuple[str, ...] = field(default=())
+
+
+def resolve_address(flag: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The jobs API to submit to: ``--address``, else Ray's variables, else the local default.
+
+    Args:
+        flag: ``--address`` (``http://127.0.0.1:8265``).
+        env: the environment (default ``os.environ``): ``RAY_API_SERVER_ADDRESS``, or
+            ``RAY_ADDRESS`` when it is an ``http(s)://`` dashboard URL.
+
+    Returns:
+        The dashboard URL.
+
+    Raises:
+        SubmitError: the address is not an ``http(s)://`` URL (a ``ray://`` or ``HOST:6379``
+            address is for ``semtune.search --address``, not for jobs).
+    """
+    env = os.environ if env is None else env
+    address = flag or env.get("RAY_API_SERVER_ADDRESS") or ""
+    if not address:
+        ray_address = env.get("RAY_ADDRESS", "")
+        address = ray_address if ray_address.startswith(("http://", "https://")) else ""
+    address = (address or DEFAULT_ADDRESS).rstrip("/")
+    if not address.startswith(("http://", "https://")):
+        raise SubmitError(
+            f"--address {address}: expected the cluster's dashboard URL, http://HOST:8265 "
+            "(ray:// and HOST:6379 addresses are for `python -m semtune.search --address`)"
+        )
+    return address
+
+
+def prepare_auth(token_file: str | Path | None = None) -> str:
+    """Turn Ray's token authentication on for this process; returns where the token comes from.
+
+    Must run before ``ray`` is imported: Ray reads ``RAY_AUTH_MODE`` and the token once.
+
+    Args:
+        token_file: a file holding the cluster's token (sets ``RAY_AUTH_TOKEN_PATH``).
+
+    Returns:
+        ``RAY_AUTH_TOKEN``, the token file's path, or ``disabled`` when the user set
+        ``RAY_AUTH_MODE=disabled`` themselves.
+
+    Raises:
+        SubmitError: no token anywhere, or the named file is missing or empty.
+    """
+    if token_file is not None:
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(Path(token_file).expanduser())
+    mode = os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if mode.lower() != "token":
+        return mode.lower()
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(named).expanduser() if named else _TOKEN_FILE.expanduser()
+    if path.is_file() and path.read_text().strip():
+        return str(path)
+    where = f"{path} (RAY_AUTH_TOKEN_PATH)" if named else f"{path}, RAY_AUTH_TOKEN_PATH"
+    raise SubmitError(
+        f"no Ray token for the cluster: looked at RAY_AUTH_TOKEN, {where}. Copy the cluster's "
+        "token (`ray get-auth-token` on its head node, or its Kubernetes Secret) into a file "
+        "readable only by you and pass --token-file FILE (docs/cluster.md)"
+    )
+
+
+def _flag_given(args: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def _set_overrides(search_args: Sequence[str]) -> list[str]:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    known, _ = p.parse_known_args(list(search_args))
+    return list(known.overrides)
+
+
+def _ignored(working_dir: Path, excludes: Sequence[str]) -> Any:
+    """A matcher for what Ray leaves out of the upload (its defaults, ignore files, excludes)."""
+    # the matcher Ray's own packaging uses, so that both agree on every pattern
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    defaults = os.environ.get(
+        "RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", ".git,.venv,venv,__pycache__"
+    )
+    lines = [x.strip() for x in defaults.split(",") if x.strip()] + list(excludes)
+    ignore_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") == "1"
+    for name in (".rayignore",) if ignore_gitignore else (".gitignore", ".rayignore"):
+        f = working_dir / name
+        if f.is_file():
+            lines += f.read_text().splitlines()
+    return PathSpec.from_lines("gitwildmatch", lines)
+
+
+def _is_tracking_reachable(uri: str) -> bool:
+    # The cluster's nodes write to it: a server (http, a database) works, a file here does not.
+    return "://" in uri and not uri.startswith(("sqlite:", "file:"))
+
+
+def plan_job(
+    space: str | Path,
+    *,
+    working_dir: str | Path = ".",
+    out: str | None = None,
+    tracking_uri: str | None = None,
+    no_tracking: bool = False,
+    search_args: Sequence[str] = (),
+    excludes: Sequence[str] = DEFAULT_EXCLUDES,
+    submission_id: str | None = None,
+    python: str = "python",
+    now: float | None = None,
+) -> JobPlan:
+    """Check a study for running on a cluster and build its job.
+
+    Args:
+        space: the study file; must be inside ``working_dir`` (it travels with it).
+        working_dir: the folder uploaded as the job's working directory.
+        out: the study folder on the cluster (absolute, ``~/...`` or shared storage);
+            default ``~/semtune-studies/<study>-<time>``.
+        tracking_uri: the MLflow server the cluster logs to; default ``MLFLOW_TRACKING_URI``.
+        no_tracking: run without MLflow.
+        search_args: extra ``semtune.search`` arguments (``--num-samples``, ``--set``,
+            ``--storage-path``, ``--resume``, ...).
+        excludes: gitwildmatch patterns left out of the upload, on top of Ray's defaults and
+            the folder's ``.gitignore`` / ``.rayignore``.
+        submission_id: the job id; default ``semtune-<study>-<time>``.
+        python: the Python executable on the cluster.
+        now: the time used in default names (tests).
+
+    Returns:
+        The job to submit.
+
+    Raises:
+        SubmitError: the space is outside the working folder or invalid, a relative data
+            folder is missing or not uploaded, MLflow is not a server, or ``search_args``
+            repeats an option of this command.
+    """
+    from semtune.config import ConfigError
+    from semtune.tune.space import load_space
+
+    wd = Path(working_dir).expanduser().resolve()
+    if not wd.is_dir():
+        raise SubmitError(f"--working-dir {working_dir}: not a folder")
+    space_path = Path(space).expanduser().resolve()
+    if not space_path.is_file():
+        raise SubmitError(f"--space {space}: no such file")
+    if not space_path.is_relative_to(wd):
+        raise SubmitError(
+            f"--space {space} is outside the working folder {wd}, which is all the cluster "
+            "receives: move the file into it or pass --working-dir"
+        )
+    for flag in _OWN_FLAGS:
+        if _flag_given(search_args, flag):
+            raise SubmitError(
+                f"{flag} after '--': give it as an option of semtune.submit (before '--')"
+            )
+    overrides = _set_overrides(search_args)
+    try:
+        spec = load_space(space_path, overrides)
+    except ConfigError as exc:
+        raise SubmitError(str(exc)) from None
+
+    notes: list[str] = []
+    ignored = _ignored(wd, excludes)
+    data = spec.train_config().data
+    for name in ("clean_dir", "blurred_dir", "val_dir"):
+        value = getattr(data, name)
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            notes.append(
+                f"data.{name} = {path}: an absolute path, read on the cluster: it must exist "
+                "on every node (shared storage or the same files on each)"
+            )
+            continue
+        # the job runs in the unpacked working folder: relative paths are taken from there
+        # (lexically: a symlinked folder inside it is uploaded with its files)
+        local = Path(os.path.normpath(wd / path))
+        if not local.is_dir() or not local.is_relative_to(wd):
+            raise SubmitError(
+                f"data.{name} = {value}: not a folder inside the working folder {wd} (relative "
+                "data paths are read from the uploaded copy); put the images there or use an "
+                "absolute path that exists on every node"
+            )
+        rel = local.relative_to(wd).as_posix()
+        if ignored.match_file(rel + "/") or ignored.match_file(f"{rel}/x.png"):
+            raise SubmitError(
+                f"data.{name} = {value} is left out of the upload (.gitignore, .rayignore or "
+                "--exclude): the study could not read it on the cluster"
+            )
+
+    if no_tracking:
+        tracking: list[str] = ["--no-tracking"]
+    else:
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+        if not _is_tracking_reachable(uri):
+            got = f" ({uri} is a file on this machine)" if uri else ""
+            raise SubmitError(
+                "a study on a cluster logs to an MLflow server that its nodes reach over the "
+                f"network{got}: pass --tracking-uri http://HOST:5000 (mlflow/start-server.sh "
+                "with HOST=<private address>, docs/cluster.md) or --no-tracking"
+            )
+        tracking = ["--tracking-uri", uri]
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    out = out or f"{DEFAULT_OUT_ROOT}/{spec.study}-{stamp}"
+    if not (out.startswith(("/", "~")) or "://" in out):
+        raise SubmitError(
+            f"--out {out}: give an absolute path on the cluster (or ~/...): a relative one "
+            "would land in the job's temporary copy of the working folder"
+        )
+    rel_space = space_path.relative_to(wd).as_posix()
+    command = [python, "-m", "semtune.search", "--space", rel_space, "--out", out]
+    command += [*tracking, *search_args]
+    return JobPlan(
+        submission_id=submission_id or f"semtune-{spec.study}-{stamp}",
+        entrypoint=shlex.join(command),
+        runtime_env={"working_dir": str(wd), "excludes": list(excludes)},
+        metadata={"semtune.study": spec.study, "semtune.space": rel_space, "semtune.out": out},
+        out=out,
+        notes=tuple(notes),
+    )
+
+
+def _client(address: str) -> Any:
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except AuthenticationError as exc:
+        raise SubmitError(f"{address} refused the token: {exc}") from None
+    except (ConnectionError, RuntimeError) as exc:
+        raise SubmitError(
+            f"cannot reach the Ray jobs API at {address} ({exc}); start the tunnel first "
+            "(`ray dashboard cluster/aws-gpu.yaml`, or `kubectl port-forward "
+            "svc/<cluster>-head-svc 8265:8265`)"
+        ) from None
+
+
+def _status(client: Any, job_id: str) -> str:
+    status = client.get_job_status(job_id)
+    return str(getattr(status, "value", status))
+
+
+def _wait(client: Any, job_id: str, timeout_s: float) -> str:
+    status = _status(client, job_id)
+    deadline = time.monotonic() + timeout_s
+    while status not in _TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = _status(client, job_id)
+    return status
+
+
+def follow(client: Any, job_id: str) -> str:
+    """Stream a job's output to stdout until it ends; returns its final status (``SUCCEEDED``,
+    ``FAILED`` or ``STOPPED``)."""
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            sys.stdout.write(chunk)  # chunks are raw output: lines may span two of them
+            sys.stdout.flush()
+
+    asyncio.run(tail())
+    # the log stream closes when the job ends; its status can lag by a moment
+    return _wait(client, job_id, 30.0)
+
+
+def _report(client: Any, job_id: str, status: str) -> int:
+    info = client.get_job_info(job_id)
+    out = (info.metadata or {}).get("semtune.out")
+    print(f"\njob {job_id}: {status}" + (f" ({info.message})" if info.message else ""))
+    if status == "SUCCEEDED" and out:
+        print(
+            f"study folder on the cluster: {out} (fetch it: `ray rsync-down CLUSTER.yaml {out} "
+            "./studies/`, or read it from the shared storage; docs/cluster.md)"
+        )
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    search_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, search_args = argv[:cut], argv[cut + 1 :]
+    p = argparse.ArgumentParser(
+        prog="python -m semtune.submit",
+        description="Run a study (python -m semtune.search) on a Ray cluster as a Ray job: "
+        "upload the project folder, start the study, stream its output. Arguments after "
+        "'--' go to semtune.search.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--space", type=Path, help="the study file to run (inside --working-dir)")
+    what.add_argument("--follow", metavar="JOB_ID", help="stream a submitted job's output")
+    what.add_argument("--status", metavar="JOB_ID", help="print a job's status")
+    what.add_argument("--stop", metavar="JOB_ID", help="stop a job (its trials end)")
+    what.add_argument("--list", action="store_true", help="list the cluster's jobs")
+    p.add_argument(
+        "--address",
+        default=None,
+        help=f"the cluster's dashboard URL (default: $RAY_API_SERVER_ADDRESS, an http "
+        f"$RAY_ADDRESS, else {DEFAULT_ADDRESS})",
+    )
+    p.add_argument("--token-file", default=None, help="file with the cluster's Ray token")
+    p.add_argument(
+        "--working-dir",
+        default=".",
+        help="project folder uploaded to the cluster (default: the current folder)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help=f"study folder on the cluster, absolute or ~/... (default: "
+        f"{DEFAULT_OUT_ROOT}/<study>-<time> on the node that runs the job)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow server the cluster's nodes reach (default: $MLFLOW_TRACKING_URI)",
+    )
+    p.add_argument("--no-tracking", action="store_true", help="run the study without MLflow")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="more files left out of the upload (.gitignore syntax; repeatable)",
+    )
+    p.add_argument("--job-id", default=None, help="the job's id (default: semtune-<study>-<time>)")
+    p.add_argument(
+        "--python",
+        default="python",
+        help="Python executable on the cluster (default: python)",
+    )
+    p.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="return once the job is submitted (follow it later with --follow)",
+    )
+    args = p.parse_args(argv)
+    if search_args and args.space is None:
+        p.error("arguments after '--' go with --space")
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        address = resolve_address(args.address)
+        token = prepare_auth(args.token_file)
+        if args.space is not None:
+            plan = plan_job(
+                args.space,
+                working_dir=args.working_dir,
+                out=args.out,
+                tracking_uri=args.tracking_uri,
+                no_tracking=args.no_tracking,
+                search_args=search_args,
+                excludes=[*DEFAULT_EXCLUDES, *args.exclude],
+                submission_id=args.job_id,
+                python=args.python,
+            )
+            for note in plan.notes:
+                print(f"note: {note}", file=sys.stderr)
+        client = _client(address)
+    except SubmitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.list:
+        for job in sorted(client.list_jobs(), key=lambda j: j.start_time or 0):
+            print(f"{job.submission_id or job.job_id}  {job.status}  {job.entrypoint}")
+        return 0
+    if args.status:
+        info = client.get_job_info(args.status)
+        print(f"{args.status}: {info.status}" + (f" ({info.message})" if info.message else ""))
+        return 0
+    if args.stop:
+        client.stop_job(args.stop)
+        status = _wait(client, args.stop, 60.0)
+        print(f"{args.stop}: {status}")
+        return 0 if status in _TERMINAL else 1
+    if args.follow:
+        job_id = args.follow
+    else:
+        print(f"submitting to {address} (token: {token})")
+        print(f"  {plan.entrypoint}")
+        print(f"  working folder {plan.runtime_env['working_dir']} -> the job's working directory")
+        job_id = client.submit_job(
+            entrypoint=plan.entrypoint,
+            submission_id=plan.submission_id,
+            runtime_env=plan.runtime_env,
+            metadata=plan.metadata,
+        )
+        print(f"job {job_id} submitted; study folder on the cluster: {plan.out}")
+        if args.no_follow:
+            print(f"follow it: python -m semtune.submit --address {address} --follow {job_id}")
+            return 0
+    try:
+        status = follow(client, job_id)
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following; job {job_id} keeps running on the cluster. Follow it again: "
+            f"--follow {job_id}; stop it: --stop {job_id}",
+            file=sys.stderr,
+        )
+        return 130
+    return _report(client, job_id, status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

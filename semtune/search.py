@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -158,21 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kwargs["trial_reporters"] = [tracker.reporter_factory()]
         kwargs["callbacks"] = [TrialStatusCallback(tracker.trial_context())]
     try:
-        if tracker is not None:
-            with tracker:  # a crash or Ctrl-C marks the study's run FAILED/KILLED
-                result = run_study(
-                    spec,
-                    out,
-                    resume=args.resume,
-                    address=args.address,
-                    num_samples=args.num_samples,
-                    cli_overrides=args.overrides,
-                    progress_interval_s=args.progress_every,
-                    storage_path=args.storage_path,
-                    **kwargs,
-                )
-                _finish_tracking(tracker, result, spec, args)
-        else:
+        # with tracking, a crash or Ctrl-C marks the study's run FAILED/KILLED
+        with tracker if tracker is not None else contextlib.nullcontext():
             result = run_study(
                 spec,
                 out,
@@ -182,7 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cli_overrides=args.overrides,
                 progress_interval_s=args.progress_every,
                 storage_path=args.storage_path,
+                **kwargs,
             )
+            if tracker is not None:
+                _finish_tracking(tracker, result, spec, args)
     except (StudyError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -154,9 +154,14 @@ class OptimConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     pool_size: int = 0
+    # Exponential moving average of G's weights (0 = off): validation, best.pt and
+    # generator.pt use the average, which smooths the step-to-step jitter of a GAN.
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         _positive("lr", self.lr)
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         _positive("lr_d_ratio", self.lr_d_ratio)
         _positive("lr_f_ratio", self.lr_f_ratio)
         _non_negative("pool_size", self.pool_size)
@@ -173,11 +178,17 @@ class ScheduleConfig:
     # Stop early after this many seconds of training (0 = no limit); the run is still complete:
     # it evaluates and checkpoints at the stop.
     time_budget_s: float = 0.0
+    # Every learning rate falls linearly to zero from this fraction of the run (1 = constant,
+    # 0.5 = the CycleGAN paper's second-half decay). With a time budget, the fraction is the
+    # larger of steps done / steps and seconds spent / budget, so a budget-stopped run decays too.
+    decay_from: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "log_every"):
             _positive(name, getattr(self, name))
         _non_negative("time_budget_s", self.time_budget_s)
+        if not 0 <= self.decay_from <= 1:
+            raise ValueError(f"decay_from must be in [0, 1], got {self.decay_from}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,7 +23,7 @@ from semtune.data.datasets import PairedSet
 from semtune.data.unpaired import TrainingData, build_training_data, sample_crops
 from semtune.metrics import all_metrics
 from semtune.models.degradation import estimate_degradation
-from semtune.train.config import TrainConfig
+from semtune.train.config import ScheduleConfig, TrainConfig
 from semtune.train.state import TrainState, build_state, load_checkpoint, save_checkpoint
 from semtune.train.step import Precision, train_step
 
@@ -112,12 +112,14 @@ def export_generator(
     validation metrics of exactly these weights when given."""
     if isinstance(state_or_ckpt, TrainState):
         cfg = state_or_ckpt.config.to_dict()
-        weights = {k: v.detach().cpu() for k, v in state_or_ckpt.g.state_dict().items()}
+        g = state_or_ckpt.restorer()
+        weights = {k: v.detach().cpu() for k, v in g.state_dict().items()}
         step = state_or_ckpt.step
     else:
+        models = state_or_ckpt["models"]
         cfg, weights, step = (
             state_or_ckpt["config"],
-            state_or_ckpt["models"]["g"],
+            models.get("g_ema", models["g"]),
             state_or_ckpt["step"],
         )
     payload: dict[str, Any] = {"version": 1, "config": cfg, "generator": weights, "step": step}
@@ -155,6 +157,23 @@ class _CsvLog:
             if new:
                 w.writeheader()
             w.writerow(row)
+
+
+def _decay_scale(sched: ScheduleConfig, step: int, seconds: float) -> float:
+    """The learning-rate factor of ``schedule.decay_from``: 1, then linearly down to 0."""
+    if sched.decay_from >= 1:
+        return 1.0
+    done = step / sched.steps
+    if sched.time_budget_s > 0:
+        done = max(done, seconds / sched.time_budget_s)
+    return min(1.0, max(0.0, (1 - done) / (1 - sched.decay_from)))
+
+
+def _set_lr_scale(state: TrainState, scale: float) -> None:
+    for opt in (state.opt_g, state.opt_d):
+        for group in opt.param_groups:
+            group.setdefault("base_lr", group["lr"])
+            group["lr"] = group["base_lr"] * scale
 
 
 def _progress_line(
@@ -240,7 +259,7 @@ def train(
 
     def evaluate_and_save() -> None:
         nonlocal last_metrics
-        metrics = evaluate_generator(state.g, data.val, device=device)
+        metrics = evaluate_generator(state.restorer(), data.val, device=device)
         metrics["step"] = float(state.step)
         metrics["train_seconds"] = time.monotonic() - t0
         metrics.update({k: v for k, v in losses.items()})
@@ -258,7 +277,9 @@ def train(
         csv_log.write(metrics)
         last_metrics = metrics
         if reporter is not None:
-            reporter.evaluate(state.step, metrics, path, _sample_grid(state.g, data.val, device))
+            reporter.evaluate(
+                state.step, metrics, path, _sample_grid(state.restorer(), data.val, device)
+            )
 
     while state.step < sched.steps:
         real_a = sample_crops(
@@ -277,7 +298,9 @@ def train(
         )
         real_a = real_a.to(device, memory_format=memory_format, non_blocking=True)
         real_b = real_b.to(device, memory_format=memory_format, non_blocking=True)
+        _set_lr_scale(state, _decay_scale(sched, state.step, time.monotonic() - t0))
         losses = train_step(state, real_a, real_b, prec)
+        state.update_ema()
         out_of_time = sched.time_budget_s > 0 and time.monotonic() - t0 >= sched.time_budget_s
         if state.step % sched.log_every == 0:
             now = time.monotonic()

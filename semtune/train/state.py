@@ -7,6 +7,7 @@ trained it (the ``config`` entry).
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import tempfile
@@ -119,9 +120,32 @@ class TrainState:
     step: int = 0
     best: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    g_ema: nn.Module | None = None  # moving average of G's weights (optim.ema > 0)
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"g": self.g, "f": self.f, "d_clean": self.d_clean, "d_blur": self.d_blur}
+        mods = {"g": self.g, "f": self.f, "d_clean": self.d_clean, "d_blur": self.d_blur}
+        if self.g_ema is not None:
+            mods["g_ema"] = self.g_ema
+        return mods
+
+    def restorer(self) -> nn.Module:
+        """The G that is validated and exported: the weight average when there is one."""
+        return self.g_ema if self.g_ema is not None else self.g
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Fold G's current weights into the average; called after each step.
+
+        The decay ramps up as ``(1 + step) / (10 + step)`` towards ``optim.ema``, so the
+        average follows G closely early on instead of holding on to the initial weights.
+        """
+        if self.g_ema is None:
+            return
+        decay = min(self.config.optim.ema, (1 + self.step) / (10 + self.step))
+        ema_p = [p for p in self.g_ema.parameters()]
+        torch._foreach_lerp_(ema_p, [p.detach() for p in self.g.parameters()], 1 - decay)
+        for b_ema, b in zip(self.g_ema.buffers(), self.g.buffers(), strict=True):
+            b_ema.copy_(b)
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {
@@ -179,6 +203,7 @@ def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
     d_blur = PatchDiscriminator(width=cfg.model.disc_width).to(device)
     opt_g, opt_d = _optimizers(cfg.optim, g, f, d_clean, d_blur)
     gen = torch.Generator().manual_seed(cfg.runtime.seed)
+    g_ema = copy.deepcopy(g).requires_grad_(False) if cfg.optim.ema > 0 else None
     return TrainState(
         config=cfg,
         g=g,
@@ -190,6 +215,7 @@ def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
         generator=gen,
         pool_clean=ImagePool(cfg.optim.pool_size),
         pool_blur=ImagePool(cfg.optim.pool_size),
+        g_ema=g_ema,
     )
 
 
@@ -250,6 +276,9 @@ def load_generator(
     ckpt = _read(path)
     cfg = from_dict(TrainConfig, ckpt["config"], source=str(path))
     g = build_restorer(cfg)
-    weights = ckpt["models"]["g"] if "models" in ckpt else ckpt["generator"]
+    if "models" in ckpt:  # a training checkpoint: the weight average when it has one
+        weights = ckpt["models"].get("g_ema", ckpt["models"]["g"])
+    else:
+        weights = ckpt["generator"]
     g.load_state_dict(weights)
     return g.to(device).eval(), cfg

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from semtune.data.unpaired import TrainingData, build_training_data
-from semtune.train.config import TrainConfig, load_train_config
-from semtune.train.loop import train
+from semtune.train.config import ScheduleConfig, TrainConfig, load_train_config
+from semtune.train.loop import _decay_scale, evaluate_generator, train
 from semtune.train.state import build_state, load_checkpoint, load_generator, save_checkpoint
 from semtune.train.step import NonFiniteLossError
 
@@ -62,9 +62,14 @@ def test_a_short_run_writes_checkpoints_metrics_and_a_loadable_generator(
     assert g(x).shape == x.shape
 
 
+@pytest.mark.parametrize("averaged", [False, True], ids=["plain", "ema+decay"])
 def test_an_interrupted_run_resumes_with_exactly_the_same_losses(
-    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path, averaged: bool
 ) -> None:
+    if averaged:  # the weight average and the decayed learning rates are part of the state
+        tiny_cfg = load_train_config(
+            "tiny", ["optim.ema=0.9", "schedule.decay_from=0.3"], base=tiny_cfg.to_dict()
+        )
     full = Recorder()
     train(tiny_cfg, tmp_path / "full", reporter=full, data=tiny_data, printer=None)
 
@@ -126,3 +131,42 @@ def test_validation_images_are_never_trained_on(tiny_data: TrainingData) -> None
     assert not val & set(tiny_data.files["clean"])
     # and the two training domains show different scenes (unpaired in fact)
     assert not set(tiny_data.files["blurred"]) & set(tiny_data.files["clean"])
+
+
+def test_the_weight_average_is_what_is_validated_and_exported(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    cfg = load_train_config("tiny", ["optim.ema=0.9"], base=tiny_cfg.to_dict())
+    train(cfg, tmp_path, data=tiny_data, printer=None)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    exported = torch.load(tmp_path / "generator.pt", weights_only=True)
+    g, g_ema = best["models"]["g"], best["models"]["g_ema"]
+    assert all(torch.equal(exported["generator"][k], g_ema[k]) for k in g_ema)
+    assert any(not torch.equal(g[k], g_ema[k]) for k in g)  # it is an average, not a copy
+    # the metrics stored with the generator are those of exactly these weights
+    restorer, _ = load_generator(tmp_path / "generator.pt")
+    again = evaluate_generator(restorer, tiny_data.val)
+    assert again["psnr"] == pytest.approx(exported["metrics"]["psnr"], abs=1e-4)
+
+
+def test_learning_rates_fall_linearly_to_zero_from_decay_from() -> None:
+    sched = ScheduleConfig(steps=100, decay_from=0.5)
+    assert [_decay_scale(sched, s, 0.0) for s in (0, 50, 75, 100)] == [1.0, 1.0, 0.5, 0.0]
+    assert _decay_scale(ScheduleConfig(steps=100), 99, 0.0) == 1.0  # 1 = constant
+    # with a time budget, whichever of steps and seconds is further along counts
+    budget = ScheduleConfig(steps=100, decay_from=0.5, time_budget_s=60)
+    assert _decay_scale(budget, 10, 45.0) == pytest.approx(0.5)
+    assert _decay_scale(budget, 75, 6.0) == pytest.approx(0.5)
+
+
+def test_a_decaying_run_ends_with_the_scaled_learning_rates(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    cfg = load_train_config("tiny", ["schedule.decay_from=0.5"], base=tiny_cfg.to_dict())
+    train(cfg, tmp_path, data=tiny_data, printer=None)
+    last = load_checkpoint(tmp_path / "last.pt", torch.device("cpu"))
+    steps = cfg.schedule.steps  # the last step ran at the scale of step (steps - 1)
+    scale = _decay_scale(cfg.schedule, steps - 1, 0.0)
+    assert 0 < scale < 1
+    lrs = [grp["lr"] for grp in last.opt_g.param_groups]
+    assert lrs == pytest.approx([cfg.optim.lr * scale, cfg.optim.lr * cfg.optim.lr_f_ratio * scale])

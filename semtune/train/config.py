@@ -45,9 +45,12 @@ class DataConfig:
     """Where training and validation images come from.
 
     Two modes: real unpaired training (``blurred_dir`` set: clean and blurred folders of
-    different scenes), or the paper's simulated experiment (``blurred_dir`` unset: the clean
-    images are split into two disjoint halves, one degraded with ``synthetic_set``, so the two
-    domains never show the same scene). Either way, validation is a *paired* synthetic split of
+    different scenes), or the paper's simulated experiment (``blurred_dir`` unset), where
+    ``domains`` says how the clean training images make the two domains: ``halves`` splits them
+    into two disjoint halves and degrades one with ``synthetic_set`` (the domains never show the
+    same scene), ``shuffled`` puts every image in both domains, degraded in one and clean in the
+    other, drawn independently (the paper's "randomly shuffled" protocol: never a pair in a
+    loss, but both domains have the same scene statistics). Either way, validation is a *paired* synthetic split of
     images that are never trained on: ``val_dir`` if given, else ``val_fraction`` of the clean
     images, held out before training.
     """
@@ -55,6 +58,7 @@ class DataConfig:
     clean_dir: str = "data/sample/train"
     blurred_dir: str | None = None
     synthetic_set: Literal["A", "B", "C"] = "A"
+    domains: Literal["halves", "shuffled"] = "halves"
     val_dir: str | None = None
     val_fraction: float = 0.2
     val_set: Literal["A", "B", "C"] = "A"
@@ -182,11 +186,15 @@ class ScheduleConfig:
     # 0.5 = the CycleGAN paper's second-half decay). With a time budget, the fraction is the
     # larger of steps done / steps and seconds spent / budget, so a budget-stopped run decays too.
     decay_from: float = 1.0
+    # The first steps train F against D_blur alone (G untouched, a cheap step), so that G
+    # starts on pseudo-pairs whose blur is already the data's (0 = off; counted in steps).
+    f_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "log_every"):
             _positive(name, getattr(self, name))
         _non_negative("time_budget_s", self.time_budget_s)
+        _non_negative("f_warmup_steps", self.f_warmup_steps)
         if not 0 <= self.decay_from <= 1:
             raise ValueError(f"decay_from must be in [0, 1], got {self.decay_from}")
 

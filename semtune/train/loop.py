@@ -25,7 +25,7 @@ from semtune.metrics import all_metrics
 from semtune.models.degradation import estimate_degradation
 from semtune.train.config import ScheduleConfig, TrainConfig
 from semtune.train.state import TrainState, build_state, load_checkpoint, save_checkpoint
-from semtune.train.step import Precision, train_step
+from semtune.train.step import Precision, train_f_step, train_step
 
 __all__ = [
     "Reporter",
@@ -299,8 +299,11 @@ def train(
         real_a = real_a.to(device, memory_format=memory_format, non_blocking=True)
         real_b = real_b.to(device, memory_format=memory_format, non_blocking=True)
         _set_lr_scale(state, _decay_scale(sched, state.step, time.monotonic() - t0))
-        losses = train_step(state, real_a, real_b, prec)
-        state.update_ema()
+        if state.step < sched.f_warmup_steps:
+            losses = train_f_step(state, real_a, real_b, prec)
+        else:
+            losses = train_step(state, real_a, real_b, prec)
+            state.update_ema()
         out_of_time = sched.time_budget_s > 0 and time.monotonic() - t0 >= sched.time_budget_s
         if state.step % sched.log_every == 0:
             now = time.monotonic()

@@ -136,12 +136,13 @@ class TrainState:
     def update_ema(self) -> None:
         """Fold G's current weights into the average; called after each step.
 
-        The decay ramps up as ``(1 + step) / (10 + step)`` towards ``optim.ema``, so the
+        The decay ramps up as ``(1 + n) / (10 + n)`` over G's steps ``n`` towards ``optim.ema``, so the
         average follows G closely early on instead of holding on to the initial weights.
         """
         if self.g_ema is None:
             return
-        decay = min(self.config.optim.ema, (1 + self.step) / (10 + self.step))
+        n = self.step - self.config.schedule.f_warmup_steps  # G's own steps
+        decay = min(self.config.optim.ema, (1 + n) / (10 + n))
         ema_p = [p for p in self.g_ema.parameters()]
         torch._foreach_lerp_(ema_p, [p.detach() for p in self.g.parameters()], 1 - decay)
         for b_ema, b in zip(self.g_ema.buffers(), self.g.buffers(), strict=True):

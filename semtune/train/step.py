@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from semtune.losses import cycle_loss, edge_loss, identity_loss, lsgan_d_loss, lsgan_g_loss
 from semtune.train.state import TrainState
 
-__all__ = ["NonFiniteLossError", "Precision", "train_step"]
+__all__ = ["NonFiniteLossError", "Precision", "train_f_step", "train_step"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -162,6 +162,39 @@ def train_step(
         loss_d = lsgan_d_loss(d_clean(view(real_b)), d_clean(view(fake_b_pool))) + lsgan_d_loss(
             d_blur(view(real_a)), d_blur(view(fake_a_pool))
         )
+    losses["loss_d"] = float(loss_d.detach())
+    if not math.isfinite(losses["loss_d"]):
+        raise NonFiniteLossError(state.step + 1, losses)
+    prec.backward_step(loss_d.float(), state.opt_d)
+    state.step += 1
+    return losses
+
+
+def train_f_step(
+    state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precision
+) -> dict[str, float]:
+    """F's warm-up (``schedule.f_warmup_steps``): F against D_blur alone, G untouched.
+
+    A physical F has a few hundred weights and no U-Net to run, so this step costs a fraction
+    of a full one; G then starts on pseudo-pairs ``(F(b), b)`` whose blur is already close to
+    the data's instead of learning to undo F's starting guess.
+    """
+    cfg = state.config
+    view = _highpass if cfg.model.disc_highpass else (lambda x: x)
+    f, d_blur = state.f, state.d_blur
+    _requires_grad((d_blur,), False)
+    with prec.autocast():
+        fake_a = f(real_b)
+        gan = lsgan_g_loss(d_blur(view(fake_a)))
+    loss_f = cfg.loss.gan_weight * gan.float()
+    losses = {"loss_g": float(loss_f.detach()), "loss_gan": float(gan.detach())}
+    if not math.isfinite(losses["loss_g"]):
+        raise NonFiniteLossError(state.step + 1, losses)
+    prec.backward_step(loss_f, state.opt_g)  # G has no gradient: Adam leaves it as it is
+    _requires_grad((d_blur,), True)
+    fake_a_pool = state.pool_blur.query(fake_a.detach(), state.generator)
+    with prec.autocast():
+        loss_d = lsgan_d_loss(d_blur(view(real_a)), d_blur(view(fake_a_pool)))
     losses["loss_d"] = float(loss_d.detach())
     if not math.isfinite(losses["loss_d"]):
         raise NonFiniteLossError(state.step + 1, losses)

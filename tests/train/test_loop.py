@@ -170,3 +170,36 @@ def test_a_decaying_run_ends_with_the_scaled_learning_rates(
     assert 0 < scale < 1
     lrs = [grp["lr"] for grp in last.opt_g.param_groups]
     assert lrs == pytest.approx([cfg.optim.lr * scale, cfg.optim.lr * cfg.optim.lr_f_ratio * scale])
+
+
+def test_shuffled_domains_hold_every_training_image_in_both_and_no_validation_image(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData
+) -> None:
+    cfg = load_train_config("tiny", ["data.domains=shuffled"], base=tiny_cfg.to_dict())
+    data = build_training_data(cfg.data)
+    train_files = sorted(tiny_data.files["blurred"] + tiny_data.files["clean"])
+    assert sorted(data.files["blurred"]) == sorted(data.files["clean"]) == train_files
+    assert not set(data.files["val"]) & set(train_files)
+    assert data.val.clean.shape == tiny_data.val.clean.shape  # the same validation split
+    assert data.fingerprint != tiny_data.fingerprint
+
+
+def test_f_warmup_moves_only_f_and_its_discriminator(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    cfg = load_train_config(
+        "tiny",
+        ["model.degradation=physics", "schedule.f_warmup_steps=6", "optim.ema=0.9"],
+        base=tiny_cfg.to_dict(),
+    )
+    start = build_state(cfg, torch.device("cpu"))
+    train(cfg, tmp_path, data=tiny_data, printer=None)
+    end = load_checkpoint(tmp_path / "last.pt", torch.device("cpu"))
+    assert end.step == 6
+
+    def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    assert same(start.g, end.g) and same(start.d_clean, end.d_clean)
+    assert same(start.g_ema, end.g_ema)  # nothing to average before G trains
+    assert not same(start.f, end.f) and not same(start.d_blur, end.d_blur)

@@ -131,6 +131,9 @@ class LossConfig:
     gan_weight_g: float = 1.0
     # F's blur kernel learns from its adversarial term alone (see semtune.train.step).
     f_gan_only: bool = False
+    # Std of Gaussian noise added to F(b) before G restores it in the backward cycle (0 = off):
+    # a noise prior for the deconvolution G learns from those pseudo-pairs.
+    pseudo_noise: float = 0.0
     # The identity term on F (MSE(a, F(a))) pulls a learnable blur towards a delta; issue 7 turns
     # it off for the physics F. 1.0 is the paper.
     identity_f_weight: float = 1.0
@@ -144,6 +147,7 @@ class LossConfig:
             "identity_f_weight",
             "cycle_l1",
             "gan_weight_g",
+            "pseudo_noise",
         ):
             _non_negative(name, getattr(self, name))
 

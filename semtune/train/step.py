@@ -115,7 +115,13 @@ def train_step(
         fake_b = g(real_a)  # G(a): restored
         rec_a = f_cyc(fake_b)  # F(G(a))
         fake_a = f(real_b)  # F(b): synthetically blurred
-        rec_b = g(f_cyc(real_b) if lc.f_gan_only else fake_a)  # G(F(b))
+        pseudo = f_cyc(real_b) if lc.f_gan_only else fake_a  # F(b): G's pseudo-blurred input
+        if lc.pseudo_noise > 0:
+            # a noise prior: G must restore F(b) + n to b, so it cannot simply amplify every
+            # faint high frequency (what a deconvolution does, and where it paints grain)
+            noise = torch.randn(pseudo.shape, generator=state.generator, dtype=pseudo.dtype)
+            pseudo = pseudo + lc.pseudo_noise * noise.to(pseudo.device)
+        rec_b = g(pseudo)  # G(F(b))
         idt_f = f_cyc(real_a)  # F(a), identity on F
         idt_g = g(real_b)  # G(b), identity on G
         gan = lc.gan_weight_g * lsgan_g_loss(d_clean(view(fake_b))) + lsgan_g_loss(

@@ -72,3 +72,20 @@ def test_estimate_recovers_a_known_blur_and_fog_from_the_two_domains(
     assert est.transmission == pytest.approx(0.7, abs=0.05)
     assert est.airlight == pytest.approx(0.2, abs=0.1)
     assert est.sigma_blurred > est.sigma_clean
+
+
+def test_on_shuffled_domains_the_estimate_finds_set_a_blur_and_halves_bias_it(
+    sample_train_dir: Path,
+) -> None:
+    """Why the cpu preset shuffles: two disjoint halves of a dozen scenes differ in their own
+    sharpness, and every unpaired estimate (this one, and F through D_blur) learns that too."""
+    from semtune.data.unpaired import build_training_data
+    from semtune.train.config import load_train_config
+
+    sigmas = {}
+    for domains in ("shuffled", "halves"):
+        cfg = load_train_config("cpu", [f"data.clean_dir={sample_train_dir}", f"data.domains={domains}"])
+        data = build_training_data(cfg.data)
+        sigmas[domains] = estimate_degradation(data.blurred, data.clean).sigma
+    assert sigmas["shuffled"] == pytest.approx(1.0, abs=0.15)  # set A: Gaussian, sigma 1
+    assert sigmas["halves"] < sigmas["shuffled"] - 0.15

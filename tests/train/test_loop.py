@@ -62,13 +62,15 @@ def test_a_short_run_writes_checkpoints_metrics_and_a_loadable_generator(
     assert g(x).shape == x.shape
 
 
-@pytest.mark.parametrize("averaged", [False, True], ids=["plain", "ema+decay"])
+@pytest.mark.parametrize("averaged", [False, True], ids=["plain", "ema+decay+noise"])
 def test_an_interrupted_run_resumes_with_exactly_the_same_losses(
     tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path, averaged: bool
 ) -> None:
-    if averaged:  # the weight average and the decayed learning rates are part of the state
+    if averaged:  # the weight average, decayed learning rates and noise draws are state too
         tiny_cfg = load_train_config(
-            "tiny", ["optim.ema=0.9", "schedule.decay_from=0.3"], base=tiny_cfg.to_dict()
+            "tiny",
+            ["optim.ema=0.9", "schedule.decay_from=0.3", "loss.pseudo_noise=0.01"],
+            base=tiny_cfg.to_dict(),
         )
     full = Recorder()
     train(tiny_cfg, tmp_path / "full", reporter=full, data=tiny_data, printer=None)
@@ -203,3 +205,18 @@ def test_f_warmup_moves_only_f_and_its_discriminator(
     assert same(start.g, end.g) and same(start.d_clean, end.d_clean)
     assert same(start.g_ema, end.g_ema)  # nothing to average before G trains
     assert not same(start.f, end.f) and not same(start.d_blur, end.d_blur)
+
+
+def test_pseudo_noise_reaches_the_backward_cycle(tiny_cfg: TrainConfig, tiny_data: TrainingData) -> None:
+    from semtune.data.unpaired import sample_crops
+    from semtune.train.step import Precision, train_step
+
+    cycles = []
+    for noise in (0.0, 0.05):
+        cfg = load_train_config("tiny", [f"loss.pseudo_noise={noise}"], base=tiny_cfg.to_dict())
+        state = build_state(cfg, torch.device("cpu"))
+        gen = torch.Generator().manual_seed(1)
+        a = sample_crops(tiny_data.blurred, 2, cfg.data.crop_size, gen, augment=False)
+        b = sample_crops(tiny_data.clean, 2, cfg.data.crop_size, gen, augment=False)
+        cycles.append(train_step(state, a, b, Precision.resolve(torch.device("cpu"), "fp32"))["loss_cycle"])
+    assert cycles[1] > cycles[0]  # G, near the identity, cannot undo the added noise

@@ -50,9 +50,9 @@ class DataConfig:
     into two disjoint halves and degrades one with ``synthetic_set`` (the domains never show the
     same scene), ``shuffled`` puts every image in both domains, degraded in one and clean in the
     other, drawn independently (the paper's "randomly shuffled" protocol: never a pair in a
-    loss, but both domains have the same scene statistics). Either way, validation is a *paired* synthetic split of
-    images that are never trained on: ``val_dir`` if given, else ``val_fraction`` of the clean
-    images, held out before training.
+    loss, but both domains have the same scene statistics). Either way, validation is a
+    *paired* synthetic split of images that are never trained on: ``val_dir`` if given, else
+    ``val_fraction`` of the clean images, held out before training.
     """
 
     clean_dir: str = "data/sample/train"

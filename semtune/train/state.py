@@ -136,8 +136,9 @@ class TrainState:
     def update_ema(self) -> None:
         """Fold G's current weights into the average; called after each step.
 
-        The decay ramps up as ``(1 + n) / (10 + n)`` over G's steps ``n`` towards ``optim.ema``, so the
-        average follows G closely early on instead of holding on to the initial weights.
+        The decay ramps up as ``(1 + n) / (10 + n)`` over G's steps ``n`` towards
+        ``optim.ema``, so the average follows G closely early on instead of holding on to the
+        initial weights.
         """
         if self.g_ema is None:
             return

@@ -84,7 +84,9 @@ def test_on_shuffled_domains_the_estimate_finds_set_a_blur_and_halves_bias_it(
 
     sigmas = {}
     for domains in ("shuffled", "halves"):
-        cfg = load_train_config("cpu", [f"data.clean_dir={sample_train_dir}", f"data.domains={domains}"])
+        cfg = load_train_config(
+            "cpu", [f"data.clean_dir={sample_train_dir}", f"data.domains={domains}"]
+        )
         data = build_training_data(cfg.data)
         sigmas[domains] = estimate_degradation(data.blurred, data.clean).sigma
     assert sigmas["shuffled"] == pytest.approx(1.0, abs=0.15)  # set A: Gaussian, sigma 1

@@ -200,14 +200,19 @@ def test_f_warmup_moves_only_f_and_its_discriminator(
     assert end.step == 6
 
     def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+        return all(
+            torch.equal(x, y)
+            for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+        )
 
     assert same(start.g, end.g) and same(start.d_clean, end.d_clean)
     assert same(start.g_ema, end.g_ema)  # nothing to average before G trains
     assert not same(start.f, end.f) and not same(start.d_blur, end.d_blur)
 
 
-def test_pseudo_noise_reaches_the_backward_cycle(tiny_cfg: TrainConfig, tiny_data: TrainingData) -> None:
+def test_pseudo_noise_reaches_the_backward_cycle(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData
+) -> None:
     from semtune.data.unpaired import sample_crops
     from semtune.train.step import Precision, train_step
 
@@ -218,5 +223,7 @@ def test_pseudo_noise_reaches_the_backward_cycle(tiny_cfg: TrainConfig, tiny_dat
         gen = torch.Generator().manual_seed(1)
         a = sample_crops(tiny_data.blurred, 2, cfg.data.crop_size, gen, augment=False)
         b = sample_crops(tiny_data.clean, 2, cfg.data.crop_size, gen, augment=False)
-        cycles.append(train_step(state, a, b, Precision.resolve(torch.device("cpu"), "fp32"))["loss_cycle"])
+        cycles.append(
+            train_step(state, a, b, Precision.resolve(torch.device("cpu"), "fp32"))["loss_cycle"]
+        )
     assert cycles[1] > cycles[0]  # G, near the identity, cannot undo the added noise

@@ -24,7 +24,13 @@ from semtune.data.unpaired import TrainingData, build_training_data, sample_crop
 from semtune.metrics import all_metrics
 from semtune.models.degradation import estimate_degradation
 from semtune.train.config import ScheduleConfig, TrainConfig
-from semtune.train.state import TrainState, build_state, load_checkpoint, save_checkpoint
+from semtune.train.state import (
+    TrainState,
+    build_state,
+    load_checkpoint,
+    restorer_weights,
+    save_checkpoint,
+)
 from semtune.train.step import Precision, train_f_step, train_step
 
 __all__ = [
@@ -116,10 +122,9 @@ def export_generator(
         weights = {k: v.detach().cpu() for k, v in g.state_dict().items()}
         step = state_or_ckpt.step
     else:
-        models = state_or_ckpt["models"]
         cfg, weights, step = (
             state_or_ckpt["config"],
-            models.get("g_ema", models["g"]),
+            restorer_weights(state_or_ckpt),
             state_or_ckpt["step"],
         )
     payload: dict[str, Any] = {"version": 1, "config": cfg, "generator": weights, "step": step}
@@ -298,7 +303,8 @@ def train(
         )
         real_a = real_a.to(device, memory_format=memory_format, non_blocking=True)
         real_b = real_b.to(device, memory_format=memory_format, non_blocking=True)
-        _set_lr_scale(state, _decay_scale(sched, state.step, time.monotonic() - t0))
+        if sched.decay_from < 1:
+            _set_lr_scale(state, _decay_scale(sched, state.step, time.monotonic() - t0))
         if state.step < sched.f_warmup_steps:
             losses = train_f_step(state, real_a, real_b, prec)
         else:

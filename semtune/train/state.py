@@ -34,6 +34,7 @@ __all__ = [
     "build_state",
     "load_checkpoint",
     "load_generator",
+    "restorer_weights",
     "save_checkpoint",
 ]
 
@@ -144,8 +145,9 @@ class TrainState:
             return
         n = self.step - self.config.schedule.f_warmup_steps  # G's own steps
         decay = min(self.config.optim.ema, (1 + n) / (10 + n))
-        ema_p = [p for p in self.g_ema.parameters()]
-        torch._foreach_lerp_(ema_p, [p.detach() for p in self.g.parameters()], 1 - decay)
+        torch._foreach_lerp_(
+            list(self.g_ema.parameters()), [p.detach() for p in self.g.parameters()], 1 - decay
+        )
         for b_ema, b in zip(self.g_ema.buffers(), self.g.buffers(), strict=True):
             b_ema.copy_(b)
 
@@ -271,6 +273,11 @@ def load_checkpoint(path: str | Path, device: torch.device) -> TrainState:
     return state
 
 
+def restorer_weights(ckpt: dict[str, Any]) -> dict[str, Tensor]:
+    """G's weights in a training checkpoint: the weight average when it has one."""
+    return ckpt["models"].get("g_ema", ckpt["models"]["g"])
+
+
 def load_generator(
     path: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, TrainConfig]:
@@ -278,9 +285,5 @@ def load_generator(
     ckpt = _read(path)
     cfg = from_dict(TrainConfig, ckpt["config"], source=str(path))
     g = build_restorer(cfg)
-    if "models" in ckpt:  # a training checkpoint: the weight average when it has one
-        weights = ckpt["models"].get("g_ema", ckpt["models"]["g"])
-    else:
-        weights = ckpt["generator"]
-    g.load_state_dict(weights)
+    g.load_state_dict(ckpt["generator"] if "models" not in ckpt else restorer_weights(ckpt))
     return g.to(device).eval(), cfg

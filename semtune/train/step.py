@@ -82,6 +82,25 @@ def _highpass(x: Tensor) -> Tensor:
     return x - nnf.avg_pool2d(nnf.pad(x, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
 
 
+def _disc_view(state: TrainState) -> Callable[[Tensor], Tensor]:
+    return _highpass if state.config.model.disc_highpass else (lambda x: x)
+
+
+def _update(
+    state: TrainState,
+    prec: Precision,
+    losses: dict[str, float],
+    key: str,
+    loss: Tensor,
+    opt: torch.optim.Optimizer,
+) -> None:
+    """Record ``loss`` as ``losses[key]``, refuse a NaN/Inf, then step ``opt`` on it."""
+    losses[key] = float(loss.detach())
+    if not math.isfinite(losses[key]):
+        raise NonFiniteLossError(state.step + 1, losses)
+    prec.backward_step(loss, opt)
+
+
 def _frozen(m: nn.Module) -> Callable[[Tensor], Tensor]:
     """``m`` with its blur kernel (all weights for a U-Net F) held: gradients flow through it
     to the input and to its contrast parameters, not into the kernel."""
@@ -103,7 +122,7 @@ def train_step(
     cfg = state.config
     lc = cfg.loss
     g, f, d_clean, d_blur = state.g, state.f, state.d_clean, state.d_blur
-    view = _highpass if cfg.model.disc_highpass else (lambda x: x)
+    view = _disc_view(state)
 
     # --- generators G and F (eq. 16) ---
     _requires_grad((d_clean, d_blur), False)
@@ -156,9 +175,7 @@ def train_step(
             ("loss_edge", edge),
         )
     }
-    if not math.isfinite(losses["loss_g"]):
-        raise NonFiniteLossError(state.step + 1, losses)
-    prec.backward_step(loss_g, state.opt_g)
+    _update(state, prec, losses, "loss_g", loss_g, state.opt_g)
 
     # --- discriminators (LSGAN) ---
     _requires_grad((d_clean, d_blur), True)
@@ -168,10 +185,7 @@ def train_step(
         loss_d = lsgan_d_loss(d_clean(view(real_b)), d_clean(view(fake_b_pool))) + lsgan_d_loss(
             d_blur(view(real_a)), d_blur(view(fake_a_pool))
         )
-    losses["loss_d"] = float(loss_d.detach())
-    if not math.isfinite(losses["loss_d"]):
-        raise NonFiniteLossError(state.step + 1, losses)
-    prec.backward_step(loss_d.float(), state.opt_d)
+    _update(state, prec, losses, "loss_d", loss_d.float(), state.opt_d)
     state.step += 1
     return losses
 
@@ -185,25 +199,19 @@ def train_f_step(
     of a full one; G then starts on pseudo-pairs ``(F(b), b)`` whose blur is already close to
     the data's instead of learning to undo F's starting guess.
     """
-    cfg = state.config
-    view = _highpass if cfg.model.disc_highpass else (lambda x: x)
+    view = _disc_view(state)
     f, d_blur = state.f, state.d_blur
     _requires_grad((d_blur,), False)
     with prec.autocast():
         fake_a = f(real_b)
         gan = lsgan_g_loss(d_blur(view(fake_a)))
-    loss_f = cfg.loss.gan_weight * gan.float()
+    loss_f = state.config.loss.gan_weight * gan.float()
     losses = {"loss_g": float(loss_f.detach()), "loss_gan": float(gan.detach())}
-    if not math.isfinite(losses["loss_g"]):
-        raise NonFiniteLossError(state.step + 1, losses)
-    prec.backward_step(loss_f, state.opt_g)  # G has no gradient: Adam leaves it as it is
+    _update(state, prec, losses, "loss_g", loss_f, state.opt_g)  # G has no gradient: unchanged
     _requires_grad((d_blur,), True)
     fake_a_pool = state.pool_blur.query(fake_a.detach(), state.generator)
     with prec.autocast():
         loss_d = lsgan_d_loss(d_blur(view(real_a)), d_blur(view(fake_a_pool)))
-    losses["loss_d"] = float(loss_d.detach())
-    if not math.isfinite(losses["loss_d"]):
-        raise NonFiniteLossError(state.step + 1, losses)
-    prec.backward_step(loss_d.float(), state.opt_d)
+    _update(state, prec, losses, "loss_d", loss_d.float(), state.opt_d)
     state.step += 1
     return losses

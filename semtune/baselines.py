@@ -18,26 +18,33 @@ image, and the ringing from it left Wiener and Richardson-Lucy worse than the bl
 
 Regularisation is fixed in advance, not tuned on images: Wiener noise-to-signal ratio 1e-2,
 CLS gamma 1e-3 (the two then attenuate at about the same frequency, see ``cls_filter``),
-Richardson-Lucy 30 iterations, blind deconvolution 10 iterations as in the paper.
+Richardson-Lucy 30 iterations, blind deconvolution 10 iterations as in the paper. Under the
+names in ``METHODS`` and ``ORACLE_METHODS``, ``restore`` regularises more when an image is
+noisy, by Morozov's discrepancy principle with the noise it measures on that image
+(``semtune.quality.noise_sigma``): Wiener's balance and CLS's gamma rise from those defaults
+until the restoration explains the image down to its noise (RMS of ``y - k * x`` equal to the
+noise std), and Richardson-Lucy stops at the first iteration that does. On noise-free blur the
+noise is far below what these reach, and the defaults stay.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import numpy as np
-import skimage.feature
 import skimage.restoration
 import torch
-from scipy import ndimage
+
+from semtune.quality import blur_sigma, noise_sigma
 
 __all__ = [
     "METHODS",
     "ORACLE_METHODS",
     "blind_deconv",
     "cls_filter",
+    "discrepancy_weight",
     "estimate_psf",
+    "image_noise",
     "restore",
     "richardson_lucy",
     "wiener",
@@ -48,10 +55,6 @@ ORACLE_METHODS: tuple[str, ...] = ("wiener_oracle", "richardson_lucy_oracle", "c
 
 # Zero-guard for the Richardson-Lucy ratios; far below one 16-bit grey level.
 _EPS = 1e-12
-# Re-blur width of the edge-based PSF estimate (Zhuo & Sim use 1 px).
-_REBLUR_SIGMA = 1.0
-# Fewer edge pixels than this and the image is treated as having no usable edges.
-_MIN_EDGE_PIXELS = 16
 # 5-point Laplacian, the smoothness operator of CLS (Gonzalez & Woods; skimage's default reg).
 _LAPLACIAN = np.array([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
 
@@ -129,62 +132,6 @@ def _gaussian_psf(sigma: float, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _gradient_magnitude(image: np.ndarray) -> np.ndarray:
-    return np.hypot(
-        ndimage.sobel(image, axis=0, mode="reflect"), ndimage.sobel(image, axis=1, mode="reflect")
-    )
-
-
-@functools.cache
-def _ratio_to_sigma_table() -> tuple[np.ndarray, np.ndarray]:
-    """Gradient ratio R(sigma) of an ideal step edge on the pixel grid, for inverting R -> sigma.
-
-    Zhuo & Sim's closed form sigma = s0 / sqrt(R^2 - 1) holds for continuous edges; on pixels the
-    finite-difference gradient of a sharp step is already spread over two samples, which biases
-    it up by ~0.3 px at sigma ~ 1. So R is computed here for the same discrete operators (sampled
-    Gaussian blur, Gaussian re-blur, Sobel) on a 1-D step, and inverted by interpolation.
-    """
-    sigmas = np.linspace(0.0, 8.0, 321)
-    n = 256
-    step = np.zeros(n)
-    step[n // 2 :] = 1.0
-    ratios = np.empty_like(sigmas)
-    for i, sigma in enumerate(sigmas):
-        if sigma < 1e-3:
-            blurred = step
-        else:
-            radius = int(np.ceil(4 * sigma))
-            r = np.arange(-radius, radius + 1)
-            g = np.exp(-(r**2) / (2 * sigma**2))
-            blurred = ndimage.convolve1d(step, g / g.sum(), mode="nearest")
-        reblurred = ndimage.gaussian_filter1d(blurred, _REBLUR_SIGMA, mode="nearest")
-        # Sobel across a straight edge is the central difference up to a constant factor.
-        grad = np.abs(np.gradient(blurred))
-        regrad = np.abs(np.gradient(reblurred))
-        peak = int(np.argmax(grad))
-        ratios[i] = grad[peak] / regrad[peak]
-    # R falls monotonically with sigma; np.interp needs increasing x, so reverse.
-    return ratios[::-1].copy(), sigmas[::-1].copy()
-
-
-def _estimate_sigma(blurred: np.ndarray) -> float:
-    """Gaussian blur width of an image by the re-blur gradient ratio at its strong edges."""
-    if np.ptp(blurred) < 1e-6:
-        return 0.0
-    # The top 10 % of Canny's gradient magnitudes seed the edges, the top 20 % continue them.
-    edges = skimage.feature.canny(
-        blurred, sigma=1.0, low_threshold=0.8, high_threshold=0.9, use_quantiles=True
-    )
-    if edges.sum() < _MIN_EDGE_PIXELS:
-        return 0.0
-    grad = _gradient_magnitude(blurred)[edges]
-    regrad = _gradient_magnitude(ndimage.gaussian_filter(blurred, _REBLUR_SIGMA, mode="reflect"))
-    ratio = float(np.median(grad / np.maximum(regrad[edges], _EPS)))
-    table_r, table_sigma = _ratio_to_sigma_table()
-    # Ratios above the sharp-step value (noise) map to sigma 0, below the table's end to 8 px.
-    return float(np.interp(ratio, table_r, table_sigma))
-
-
 def estimate_psf(blurred: np.ndarray, size: int = 15) -> np.ndarray:
     """Estimate a Gaussian PSF from one blurred image (no kernel given).
 
@@ -207,7 +154,9 @@ def estimate_psf(blurred: np.ndarray, size: int = 15) -> np.ndarray:
     """
     image = _check_image(blurred)
     _check_size(size, "size")
-    sigma = min(_estimate_sigma(image), (size // 2) / 3.0)
+    sigma = blur_sigma(image)
+    # no usable edges: nothing to deconvolve with confidence, a delta
+    sigma = 0.0 if not np.isfinite(sigma) else min(sigma, (size // 2) / 3.0)
     return _gaussian_psf(sigma, size)
 
 
@@ -245,18 +194,25 @@ def wiener(blurred: np.ndarray, psf: np.ndarray, *, balance: float = 1e-2) -> np
     return _crop(np.asarray(out, dtype=np.float64), pad)
 
 
-def richardson_lucy(blurred: np.ndarray, psf: np.ndarray, *, iterations: int = 30) -> np.ndarray:
-    """Richardson-Lucy deconvolution (scikit-image's) on a mirror-padded copy.
+def richardson_lucy(
+    blurred: np.ndarray, psf: np.ndarray, *, iterations: int = 30, noise: float | None = None
+) -> np.ndarray:
+    """Richardson-Lucy deconvolution on a mirror-padded copy.
 
     The image is padded with mirrored borders by twice the PSF size (scikit-image convolves with
     zeros outside the image) and cropped back. The PSF is the caller's: ``restore`` passes
     ``estimate_psf``'s under ``"richardson_lucy"`` and the true kernel under
-    ``"richardson_lucy_oracle"``.
+    ``"richardson_lucy_oracle"``. Without ``noise`` this is scikit-image's algorithm (started
+    from a flat 0.5); with it, the iteration starts from the image itself and stops early, at
+    the first iteration whose RMS residual ``y - k * x`` falls to ``noise`` (the discrepancy
+    principle: going further fits the noise).
 
     Args:
         blurred: (H, W) gray image, float in [0, 1] (must be non-negative).
         psf: (k, k') kernel with odd sides, non-negative; normalised to sum 1 here.
-        iterations: number of multiplicative updates, >= 1 (30 by default, fixed in advance).
+        iterations: number of multiplicative updates, >= 1 (30 by default, fixed in advance);
+            the most when ``noise`` is given.
+        noise: the image's noise std (e.g. ``image_noise(blurred)``), or None.
 
     Returns:
         (H, W) float64 restored image, non-negative, not clipped.
@@ -268,10 +224,29 @@ def richardson_lucy(blurred: np.ndarray, psf: np.ndarray, *, iterations: int = 3
     if image.min() < 0:
         raise ValueError(f"Richardson-Lucy needs a non-negative image, got min {image.min()}")
     pad = 2 * max(kernel.shape)
-    out = skimage.restoration.richardson_lucy(
-        _pad(image, pad), kernel, num_iter=iterations, clip=False
-    )
-    return _crop(np.asarray(out, dtype=np.float64), pad)
+    if noise is None:
+        out = skimage.restoration.richardson_lucy(
+            _pad(image, pad), kernel, num_iter=iterations, clip=False
+        )
+        return _crop(np.asarray(out, dtype=np.float64), pad)
+    y = _pad(image, pad)
+    h = _transfer_function(kernel, y.shape)
+    x = y.copy()
+    for _ in range(iterations):
+        x = _rl_image_step(x, y, h)
+        residual = y - np.fft.irfft2(h * np.fft.rfft2(x), s=y.shape)
+        if float(np.sqrt(np.mean(_crop(residual, pad) ** 2))) <= noise:
+            break
+    return _crop(x, pad)
+
+
+def _rl_image_step(x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """One multiplicative Richardson-Lucy update of ``x`` for data ``y`` and transfer ``h``."""
+    shape = y.shape
+    ratio = y / (np.fft.irfft2(h * np.fft.rfft2(x), s=shape) + _EPS)
+    x = x * np.fft.irfft2(np.conj(h) * np.fft.rfft2(ratio), s=shape)
+    # RFFT round-off can leave tiny negatives where x is 0.
+    return np.maximum(x, 0.0)
 
 
 def cls_filter(blurred: np.ndarray, psf: np.ndarray, *, gamma: float = 1e-3) -> np.ndarray:
@@ -310,6 +285,80 @@ def cls_filter(blurred: np.ndarray, psf: np.ndarray, *, gamma: float = 1e-3) -> 
     return _crop(out, pad)
 
 
+def image_noise(image: np.ndarray) -> float:
+    """The pixel-noise std of one (H, W) image (``semtune.quality.noise_sigma``)."""
+    return float(noise_sigma(torch.from_numpy(np.ascontiguousarray(image))[None, None])[0])
+
+
+def discrepancy_weight(
+    restore_with: Callable[[float], np.ndarray],
+    blurred: np.ndarray,
+    psf: np.ndarray,
+    noise: float,
+    *,
+    floor: float,
+    ceiling: float = 10.0,
+    steps: int = 24,
+) -> float:
+    """The regularisation weight at which a restoration explains the image down to its noise.
+
+    Morozov's discrepancy principle: the RMS residual ``y - k * x(w)`` grows with the weight
+    ``w``; the right ``w`` is the one where it equals the noise std. Starts at ``floor`` (the
+    noise-free default) and only ever raises it, by bisection on ``log w`` up to ``ceiling``.
+
+    Args:
+        restore_with: ``w -> x(w)``, the restoration at weight ``w``.
+        blurred: (H, W) image ``y``.
+        psf: the kernel ``k`` the restoration uses (normalised here).
+        noise: the noise std to explain the image down to.
+        floor: smallest weight (returned when even it leaves a residual above ``noise``).
+        ceiling: largest weight.
+        steps: bisection steps.
+
+    Returns:
+        The weight, in [floor, ceiling].
+    """
+    kernel = _check_psf(psf)
+    pad = 2 * max(kernel.shape)
+    h = _transfer_function(kernel, _pad(blurred, pad).shape)
+
+    def residual(w: float) -> float:
+        x = _pad(restore_with(w), pad)
+        fit = np.fft.irfft2(h * np.fft.rfft2(x), s=x.shape)
+        return float(np.sqrt(np.mean((_crop(fit, pad) - blurred) ** 2)))
+
+    if residual(floor) >= noise:
+        return floor
+    if residual(ceiling) <= noise:
+        return ceiling
+    lo, hi = np.log(floor), np.log(ceiling)
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if residual(float(np.exp(mid))) < noise:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.exp(lo))
+
+
+def _wiener_noise_aware(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
+    balance = discrepancy_weight(
+        lambda w: wiener(image, psf, balance=w), image, psf, image_noise(image), floor=1e-2
+    )
+    return wiener(image, psf, balance=balance)
+
+
+def _cls_noise_aware(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
+    gamma = discrepancy_weight(
+        lambda w: cls_filter(image, psf, gamma=w), image, psf, image_noise(image), floor=1e-3
+    )
+    return cls_filter(image, psf, gamma=gamma)
+
+
+def _rl_noise_aware(image: np.ndarray, psf: np.ndarray) -> np.ndarray:
+    return richardson_lucy(image, psf, noise=image_noise(image))
+
+
 # --------------------------------------------------------------------------------------------
 # Blind deconvolution
 # --------------------------------------------------------------------------------------------
@@ -328,10 +377,7 @@ def _blind_richardson_lucy(
     x = y.copy()
     for _ in range(iterations):
         h = _transfer_function(psf, shape)
-        ratio = y / (np.fft.irfft2(h * np.fft.rfft2(x), s=shape) + _EPS)
-        x = x * np.fft.irfft2(np.conj(h) * np.fft.rfft2(ratio), s=shape)
-        # RFFT round-off can leave tiny negatives where x is 0.
-        x = np.maximum(x, 0.0)
+        x = _rl_image_step(x, y, h)
 
         x_f = np.fft.rfft2(x)
         ratio = y / (np.fft.irfft2(h * x_f, s=shape) + _EPS)
@@ -406,13 +452,13 @@ def _given(psf: np.ndarray | None) -> np.ndarray:
 
 
 _RUNNERS: dict[str, _Runner] = {
-    "wiener": lambda b, _: wiener(b, estimate_psf(b)),
+    "wiener": lambda b, _: _wiener_noise_aware(b, estimate_psf(b)),
     "blind_deconv": lambda b, _: blind_deconv(b),
-    "richardson_lucy": lambda b, _: richardson_lucy(b, estimate_psf(b)),
-    "cls": lambda b, _: cls_filter(b, estimate_psf(b)),
-    "wiener_oracle": lambda b, k: wiener(b, _given(k)),
-    "richardson_lucy_oracle": lambda b, k: richardson_lucy(b, _given(k)),
-    "cls_oracle": lambda b, k: cls_filter(b, _given(k)),
+    "richardson_lucy": lambda b, _: _rl_noise_aware(b, estimate_psf(b)),
+    "cls": lambda b, _: _cls_noise_aware(b, estimate_psf(b)),
+    "wiener_oracle": lambda b, k: _wiener_noise_aware(b, _given(k)),
+    "richardson_lucy_oracle": lambda b, k: _rl_noise_aware(b, _given(k)),
+    "cls_oracle": lambda b, k: _cls_noise_aware(b, _given(k)),
 }
 
 

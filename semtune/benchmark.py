@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from semtune.baselines import METHODS, restore
-from semtune.data.degrade import SETS
+from semtune.data.degrade import ALL_SETS, SETS
 from semtune.io import ImageReadError
 from semtune.scoring import Method, load_scoring_data, score, to_markdown, write_outputs
 
@@ -45,7 +45,13 @@ def add_scoring_args(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder(s) of clean SEM images (PNG/JPEG/TIFF); their data bars are cropped",
     )
-    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="synthetic sets")
+    p.add_argument(
+        "--sets",
+        nargs="+",
+        default=list(SETS),
+        choices=ALL_SETS,
+        help="synthetic sets: the paper's A B C (default) and their noisy variants A+n B+n C+n",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (default 256)")
     p.add_argument("--crops", type=int, default=64, help="number of test crops (default 64)")

@@ -18,7 +18,9 @@ from semtune.baselines import (
     ORACLE_METHODS,
     blind_deconv,
     cls_filter,
+    discrepancy_weight,
     estimate_psf,
+    image_noise,
     restore,
     richardson_lucy,
     wiener,
@@ -47,6 +49,20 @@ def psf_width(psf: np.ndarray) -> float:
 
 def psnr(reference: np.ndarray, image: np.ndarray) -> float:
     return float(peak_signal_noise_ratio(reference, image, data_range=1.0))
+
+
+def _by_discrepancy(
+    method: object, name: str, image: np.ndarray, psf: np.ndarray, floor: float
+) -> np.ndarray:
+    """What ``restore`` does: the weight from the image's own noise, never below ``floor``."""
+    weight = discrepancy_weight(
+        lambda w: method(image, psf, **{name: w}),  # type: ignore[operator]
+        image,
+        psf,
+        image_noise(image),
+        floor=floor,
+    )
+    return method(image, psf, **{name: weight})  # type: ignore[operator]
 
 
 @pytest.fixture(scope="module")
@@ -309,10 +325,10 @@ def test_restore_runs_each_image_with_its_own_psf_estimate(
     assert out.dtype == torch.float32
     assert out.min() >= 0.0 and out.max() <= 1.0
     runners = {
-        "wiener": lambda b: wiener(b, estimate_psf(b)),
+        "wiener": lambda b: _by_discrepancy(wiener, "balance", b, estimate_psf(b), 1e-2),
         "blind_deconv": blind_deconv,
-        "richardson_lucy": lambda b: richardson_lucy(b, estimate_psf(b)),
-        "cls": lambda b: cls_filter(b, estimate_psf(b)),
+        "richardson_lucy": lambda b: richardson_lucy(b, estimate_psf(b), noise=image_noise(b)),
+        "cls": lambda b: _by_discrepancy(cls_filter, "gamma", b, estimate_psf(b), 1e-3),
     }
     for i in range(2):
         single = batch[i, 0].double().numpy()
@@ -334,9 +350,65 @@ def test_restore_oracle_broadcasts_a_single_psf_over_the_batch(
     assert shared.dtype == torch.float64
     torch.testing.assert_close(shared, per_image)
     functions = {
-        "wiener_oracle": wiener,
-        "richardson_lucy_oracle": richardson_lucy,
-        "cls_oracle": cls_filter,
+        "wiener_oracle": lambda b, k: _by_discrepancy(wiener, "balance", b, k, 1e-2),
+        "richardson_lucy_oracle": lambda b, k: richardson_lucy(b, k, noise=image_noise(b)),
+        "cls_oracle": lambda b, k: _by_discrepancy(cls_filter, "gamma", b, k, 1e-3),
     }
     expected = np.clip(functions[name](images[1], SET_A_KERNEL), 0.0, 1.0)
     np.testing.assert_allclose(shared[1, 0].numpy(), expected, atol=1e-12)
+
+
+def _noisy_blurred(real_crop: np.ndarray, sigma: float) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.clip(blur(real_crop, SET_A_KERNEL) + rng.normal(0, sigma, real_crop.shape), 0, 1)
+
+
+def test_discrepancy_keeps_the_default_on_a_noise_free_image(real_crop: np.ndarray) -> None:
+    blurred = blur(real_crop, SET_A_KERNEL)
+    weight = discrepancy_weight(
+        lambda w: wiener(blurred, SET_A_KERNEL, balance=w),
+        blurred,
+        SET_A_KERNEL,
+        image_noise(blurred),
+        floor=1e-2,
+    )
+    assert weight == 1e-2
+
+
+def test_discrepancy_raises_regularisation_until_the_residual_is_the_noise(
+    real_crop: np.ndarray,
+) -> None:
+    noisy = _noisy_blurred(real_crop, 0.03)
+    noise = image_noise(noisy)
+    assert noise == pytest.approx(0.03, rel=0.15)
+    weight = discrepancy_weight(
+        lambda w: cls_filter(noisy, SET_A_KERNEL, gamma=w), noisy, SET_A_KERNEL, noise, floor=1e-3
+    )
+    assert weight > 1e-3
+    residual = noisy - blur(cls_filter(noisy, SET_A_KERNEL, gamma=weight), SET_A_KERNEL)
+    assert float(np.sqrt(np.mean(residual**2))) == pytest.approx(noise, rel=0.1)
+
+
+def test_richardson_lucy_stops_once_the_residual_reaches_the_noise(real_crop: np.ndarray) -> None:
+    noisy = _noisy_blurred(real_crop, 0.005)
+
+    def rms_residual(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((noisy - blur(x, SET_A_KERNEL)) ** 2)))
+
+    for noise in (0.005, 0.0052, 0.006):
+        assert rms_residual(richardson_lucy(noisy, SET_A_KERNEL, noise=noise)) <= noise
+    # without a noise floor it runs all its iterations and fits further (the noise too)
+    full = richardson_lucy(noisy, SET_A_KERNEL, iterations=30, noise=0.0)
+    assert rms_residual(full) < rms_residual(richardson_lucy(noisy, SET_A_KERNEL, noise=0.006))
+
+
+@pytest.mark.parametrize("name", ["wiener_oracle", "cls_oracle", "richardson_lucy_oracle"])
+def test_noise_aware_regularisation_beats_the_noise_free_defaults_on_noisy_blur(
+    real_crop: np.ndarray, name: str
+) -> None:
+    noisy = _noisy_blurred(real_crop, 0.03)
+    kernel = torch.from_numpy(SET_A_KERNEL)[None, None]
+    aware = restore(name, torch.from_numpy(noisy)[None, None], psf=kernel)[0, 0].numpy()
+    plain = {"wiener_oracle": wiener, "cls_oracle": cls_filter}.get(name, richardson_lucy)
+    fixed = np.clip(plain(noisy, SET_A_KERNEL), 0, 1)
+    assert psnr(real_crop, aware) > psnr(real_crop, fixed) + 0.5

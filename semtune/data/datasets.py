@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from semtune.data.degrade import SETS, DegradeConfig, degrade
+from semtune.data.degrade import ALL_SETS, DegradeConfig, degrade
 
 # Frozen, so one shared default is safe.
 _DEFAULT_CONFIG = DegradeConfig()
@@ -116,7 +116,7 @@ class PairedSet:
     ``torch.utils.data.DataLoader`` directly.
 
     Attributes:
-        set_name: the synthetic set, one of ``SETS``.
+        set_name: the synthetic set, one of ``ALL_SETS``.
         clean: ``(N, 1, H, W)`` clean images in [0, 1].
         blurred: ``(N, 1, H, W)`` degraded images in [0, 1].
         psfs: ``(N, 1, k, k)`` blur PSF of each pair (see ``Degraded.psfs``).
@@ -128,8 +128,8 @@ class PairedSet:
     psfs: Tensor
 
     def __post_init__(self) -> None:
-        if self.set_name not in SETS:
-            raise ValueError(f"unknown set {self.set_name!r}; valid: {SETS}")
+        if self.set_name not in ALL_SETS:
+            raise ValueError(f"unknown set {self.set_name!r}; valid: {ALL_SETS}")
         if self.clean.shape != self.blurred.shape:
             raise ValueError(
                 f"clean and blurred shapes differ: {tuple(self.clean.shape)} vs "
@@ -158,7 +158,7 @@ def make_paired_set(
     Args:
         clean: ``(N, 1, H, W)`` clean images in [0, 1], e.g. from :func:`random_crops` or
             :func:`tiled_crops`.
-        set_name: ``'A'``, ``'B'`` or ``'C'``.
+        set_name: ``'A'``, ``'B'``, ``'C'`` or a noisy variant (``'A+n'``, ...).
         seed: int >= 0.
         config: degradation parameters.
 

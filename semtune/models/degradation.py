@@ -14,15 +14,19 @@ first step, so that cycle hands G pseudo-pairs ``(F(b), b)`` at once.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-__all__ = ["DegradationEstimate", "PhysicsDegradation", "estimate_degradation"]
+from semtune.data.estimate import DegradationEstimate, estimate_degradation
+from semtune.data.noise import NoiseConfig, draw_noise, noise_field
+
+# The estimate lives with the data it measures; re-exported here, where F uses it.
+__all__ = ["NOISE_QUANTILES", "DegradationEstimate", "PhysicsDegradation", "estimate_degradation"]
+
+# How many quantiles of the measured noise levels F keeps.
+NOISE_QUANTILES = 16
 
 
 class PhysicsDegradation(nn.Module):
@@ -51,6 +55,9 @@ class PhysicsDegradation(nn.Module):
             torch.tensor(math.log(init_transmission / (1 - init_transmission)))
         )
         self.airlight_logit = nn.Parameter(torch.tensor(0.0))
+        # Quantiles of the noise std measured on the real blurred images (all zero: no noise);
+        # a buffer, so that checkpoints carry it and a resumed run draws the same noise.
+        self.register_buffer("noise_quantiles", torch.zeros(NOISE_QUANTILES))
 
     def kernel(self) -> Tensor:
         """The current PSF, (k, k), non-negative, summing to 1."""
@@ -73,6 +80,29 @@ class PhysicsDegradation(nn.Module):
         return t * blurred + (1 - t) * self.airlight().to(x.dtype)
 
     @torch.no_grad()
+    def set_noise_levels(self, levels: Tensor) -> None:
+        """Remember the noise stds measured on the blurred images (as quantiles)."""
+        levels = levels.detach().flatten().float()
+        if levels.numel() == 0 or not bool(torch.isfinite(levels).all()) or levels.min() < 0:
+            raise ValueError(f"noise levels must be finite and >= 0, got {levels.tolist()}")
+        q = torch.linspace(0, 1, NOISE_QUANTILES)
+        self.noise_quantiles.copy_(torch.quantile(levels.cpu(), q).to(self.noise_quantiles))
+
+    def noise(
+        self, signal: Tensor, generator: torch.Generator, config: NoiseConfig
+    ) -> Tensor | None:
+        """SEM noise (``semtune.data.noise``) for the batch ``signal``, each image's pixel std
+        drawn from the measured levels, the rest of its parameters from ``config``'s ranges;
+        None when no levels were set."""
+        if not bool(self.noise_quantiles.any()):
+            return None
+        b = signal.shape[0]
+        pick = torch.randint(NOISE_QUANTILES, (b,), generator=generator)
+        gens = [generator] * b
+        draw = draw_noise(gens, config, sigma=self.noise_quantiles.cpu()[pick])
+        return noise_field(signal, draw, gens, config)
+
+    @torch.no_grad()
     def kernel_sigma(self) -> float:
         """Second-moment width of the current PSF in pixels (a Gaussian's sigma), for logging."""
         k = self.kernel()
@@ -92,80 +122,3 @@ class PhysicsDegradation(nn.Module):
         self.kernel_logits.copy_(-d2 / (2 * sigma**2))
         self.transmission_logit.fill_(math.log(t / (1 - t)))
         self.airlight_logit.fill_(math.log(a / (1 - a)))
-
-
-@dataclass(frozen=True)
-class DegradationEstimate:
-    """F's starting point measured from the two unpaired training domains.
-
-    Attributes:
-        sigma: relative Gaussian blur of the blurred domain, px.
-        transmission: global contrast ratio blurred / clean (1 = no fog).
-        airlight: the grey level contrast is lost towards, in [0, 1].
-        sigma_blurred: median edge width measured on the blurred images, px.
-        sigma_clean: the same on the clean images (their own optical blur), px.
-    """
-
-    sigma: float
-    transmission: float
-    airlight: float
-    sigma_blurred: float
-    sigma_clean: float
-
-
-# Scale of the contrast statistics: blurs of a few pixels barely change the variance of 16x16
-# block means, a global loss of contrast (fog) scales it by t^2.
-_CONTRAST_BLOCK = 16
-
-
-def estimate_degradation(
-    blurred: Sequence[torch.Tensor],
-    clean: Sequence[torch.Tensor],
-    *,
-    max_images: int = 16,
-    max_sigma: float = 3.0,
-) -> DegradationEstimate:
-    """Estimate F's blur and contrast loss from unpaired blurred and clean images.
-
-    The blur: Zhuo & Sim's re-blur gradient ratio (``semtune.baselines``) gives the median
-    edge width of each domain; Gaussian widths add in quadrature, so the blur that takes the
-    clean domain to the blurred one is ``sqrt(s_blurred^2 - s_clean^2)``. The contrast: the
-    standard deviation of 16x16 block means (insensitive to a few pixels of blur) gives
-    ``t = std_blurred / std_clean``, and the means give the airlight from
-    ``mean_blurred = t * mean_clean + (1 - t) * airlight``. Different scenes in the two
-    domains make these estimates rough; F refines them in training.
-
-    Args:
-        blurred: domain A images, each (1, H, W) in [0, 1].
-        clean: domain B images, each (1, H, W) in [0, 1].
-        max_images: images used per domain (the first ones).
-        max_sigma: cap on the blur, px.
-
-    Returns:
-        The estimate.
-    """
-    from semtune.baselines import _estimate_sigma
-
-    if not blurred or not clean:
-        raise ValueError("need at least one blurred and one clean image")
-    sa = float(np.median([_estimate_sigma(_plane(x)) for x in blurred[:max_images]]))
-    sb = float(np.median([_estimate_sigma(_plane(x)) for x in clean[:max_images]]))
-    sigma = min(max(math.sqrt(max(sa * sa - sb * sb, 0.0)), 0.3), max_sigma)
-    ma, va = _block_stats(blurred[:max_images])
-    mb, vb = _block_stats(clean[:max_images])
-    t = min(max(math.sqrt(va / vb) if vb > 0 else 1.0, 0.05), 0.98)
-    airlight = (ma - t * mb) / (1 - t)
-    return DegradationEstimate(sigma, t, min(max(airlight, 0.0), 1.0), sa, sb)
-
-
-def _plane(x: torch.Tensor) -> np.ndarray:
-    return x.detach().reshape(x.shape[-2], x.shape[-1]).double().cpu().numpy()
-
-
-def _block_stats(images: Sequence[torch.Tensor]) -> tuple[float, float]:
-    means = [
-        nnf.avg_pool2d(x.detach().float().reshape(1, 1, *x.shape[-2:]), _CONTRAST_BLOCK).flatten()
-        for x in images
-    ]
-    allm = torch.cat(means)
-    return float(allm.mean()), float(allm.var())

@@ -326,7 +326,7 @@ def test_hybrid_chains_compose_their_blurs() -> None:
 
 
 def test_unknown_set_is_refused_with_the_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"'D'.*\('A', 'B', 'C'\)"):
+    with pytest.raises(ValueError, match=r"'D'.*\('A', 'B', 'C', 'A\+n'"):
         degrade(_images(), "D", seed=0)
 
 

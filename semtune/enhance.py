@@ -1,124 +1,58 @@
 """Restore real micrographs at full size with a trained generator (``python -m semtune.enhance``).
 
-Large frames are processed in overlapping tiles blended with a smooth weight window, so memory
-stays bounded and no seams appear; the microscope's data bar is pasted back unchanged (or left
-cropped with ``--crop-bar``); the output has the input's bit depth and format.
+Frames are restored in overlapping tiles of the network's own training size, blended
+(``semtune.inference``); the microscope's data bar is pasted back unchanged (or left cropped with
+``--crop-bar``); the output has the input's bit depth, format and metadata (JPEG becomes PNG
+unless ``--jpeg-quality`` is given), and ``--report`` says what the restoration did.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as nnf
-from torch import Tensor, nn
+from torch import nn
 from tqdm import tqdm
 
+from semtune.inference import enhance_image, native_tile, run_padded, tile_weights
 from semtune.io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+from semtune.metadata import read_metadata
+from semtune.report import Assessment, ModelInfo, assess, contact_sheet, summary_lines, write_report
+from semtune.train.state import GeneratorFile, load_generator_file
 
-__all__ = ["enhance_image", "load_model", "run_padded", "tile_weights", "main"]
+# enhance_image, run_padded and tile_weights live in semtune.inference; re-exported here
+__all__ = [
+    "enhance_image",
+    "load_model",
+    "load_model_file",
+    "main",
+    "native_tile",
+    "provenance",
+    "run_padded",
+    "tile_weights",
+]
+
+
+def load_model_file(ref: str | Path, device: torch.device | str = "cpu") -> GeneratorFile:
+    """A generator and what it carries (config, metrics, training-data facts) from a checkpoint
+    file (``generator.pt``, ``last.pt``, ``best.pt``) or an MLflow model URI
+    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/ID/PATH``)."""
+    text = str(ref)
+    if text.startswith(("models:/", "runs:/")):
+        from semtune.tracking import load_registered_generator_file
+
+        return load_registered_generator_file(text, device)
+    return load_generator_file(text, device)
 
 
 def load_model(ref: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """A generator from a checkpoint file (``generator.pt``, ``last.pt``, ``best.pt``) or an
-    MLflow model URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/ID/PATH``)."""
-    text = str(ref)
-    if text.startswith(("models:/", "runs:/")):
-        from semtune.tracking import load_registered_generator
-
-        return load_registered_generator(text, device)
-    from semtune.train.state import load_generator
-
-    g, _ = load_generator(text, device)
-    return g
-
-
-def _multiple(g: nn.Module) -> int:
-    return int(getattr(g, "size_multiple", 1))
-
-
-def _min_size(g: nn.Module) -> int:
-    return int(getattr(g, "min_size", 1))
-
-
-@torch.no_grad()
-def run_padded(g: nn.Module, x: Tensor) -> Tensor:
-    """``g(x)`` for any H, W: reflect-pad up to the generator's size multiple, crop back."""
-    h, w = x.shape[-2:]
-    m, lo = _multiple(g), _min_size(g)
-    th, tw = max(lo, -(-h // m) * m), max(lo, -(-w // m) * m)
-    if (th, tw) == (h, w):
-        return g(x).float()
-    # reflect needs pad < size; fall back to replicate for tiny inputs
-    mode = "reflect" if th - h < h and tw - w < w else "replicate"
-    xp = nnf.pad(x, (0, tw - w, 0, th - h), mode=mode)
-    return g(xp).float()[..., :h, :w]
-
-
-def tile_weights(size: int, overlap: int, device: torch.device | None = None) -> Tensor:
-    """1-D blending ramp: rises over ``overlap`` pixels at both ends, never exactly zero."""
-    w = torch.ones(size, device=device)
-    if overlap > 0:
-        ramp = (torch.arange(overlap, device=device, dtype=torch.float32) + 0.5) / overlap
-        w[:overlap] = ramp
-        w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
-    return w
-
-
-def _starts(length: int, tile: int, step: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
-
-
-@torch.no_grad()
-def enhance_image(
-    g: nn.Module, x: Tensor, *, tile: int = 512, overlap: int = 64, batch_size: int = 4
-) -> Tensor:
-    """Restore ``x`` (1, 1, H, W) or (1, H, W) with overlapping tiles blended by weight.
-
-    Each output pixel is the weighted mean of the tiles covering it (weights from
-    ``tile_weights``), so the result is seamless; ``tile=0`` runs the whole image at once.
-
-    Returns:
-        (1, 1, H, W) float32 in [0, 1] on the input's device.
-    """
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[:2] != (1, 1):
-        raise ValueError(f"expected (1, 1, H, W) or (1, H, W), got {tuple(x.shape)}")
-    if overlap < 0 or (tile and overlap * 2 >= tile):
-        raise ValueError(f"overlap must be in [0, tile/2), got overlap={overlap}, tile={tile}")
-    device = next(g.parameters()).device
-    x = x.to(device)
-    h, w = x.shape[-2:]
-    if tile == 0 or (h <= tile and w <= tile):
-        return run_padded(g, x).clamp(0, 1)
-    m = _multiple(g)
-    tile = max(m, tile // m * m)  # whole tiles need no padding
-    step = tile - overlap
-    ys, xs = _starts(h, tile, step), _starts(w, tile, step)
-    th, tw = min(tile, h), min(tile, w)
-    weight = (
-        tile_weights(th, overlap if h > tile else 0, device)[:, None]
-        * tile_weights(tw, overlap if w > tile else 0, device)[None, :]
-    )
-    out = torch.zeros(1, 1, h, w, device=device)
-    norm = torch.zeros(1, 1, h, w, device=device)
-    coords = [(y, x0) for y in ys for x0 in xs]
-    for i in range(0, len(coords), batch_size):
-        chunk = coords[i : i + batch_size]
-        tiles = torch.cat([x[..., y : y + th, x0 : x0 + tw] for y, x0 in chunk])
-        restored = run_padded(g, tiles)
-        for (y, x0), r in zip(chunk, restored, strict=True):
-            out[..., y : y + th, x0 : x0 + tw] += r * weight
-            norm[..., y : y + th, x0 : x0 + tw] += weight
-    return (out / norm).clamp(0, 1)
+    """The generator alone (see ``load_model_file``)."""
+    return load_model_file(ref, device).g
 
 
 def _inputs(items: Sequence[Path]) -> list[Path]:
@@ -136,12 +70,40 @@ def _inputs(items: Sequence[Path]) -> list[Path]:
     return files
 
 
+def provenance(model: str, file: GeneratorFile | None = None) -> str:
+    """The line written into a restored image's description: what restored it, with what."""
+    try:
+        version = importlib.metadata.version("semtune")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    step = f", step {file.step}" if file is not None and file.step else ""
+    return f"restored by semtune {version} with {model}{step} on {when}"
+
+
+_EXAMPLES = """examples:
+  python -m semtune.enhance my_images/ -o restored/ --model models:/semtune-generator@champion
+  python -m semtune.enhance img.tif -o restored/ --model runs/cpu/generator.pt --report
+  python -m semtune.enhance scans/*.jpg -o restored/ --model g.pt --jpeg-quality 95
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m semtune.enhance",
-        description="Restore SEM micrographs at full size with a trained generator.",
+        description="Restore SEM micrographs at full size with a trained generator. The output "
+        "keeps the input's size, bit depth, data bar and metadata (TIFF tags such as FEI and "
+        "Zeiss records, pixel size, EXIF), with a provenance line added to its description.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE_OR_DIR",
+        help="image files (PNG, JPEG, 8/16-bit TIFF) or folders of them",
+    )
     p.add_argument(
         "--model",
         required=True,
@@ -149,8 +111,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models:/NAME/VERSION, runs:/RUN_ID/PATH",
     )
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
-    p.add_argument("--tile", type=int, default=512, help="tile side in pixels (0 = whole image)")
-    p.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (blended)")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="also measure what the restoration did to each image, without ground truth "
+        "(flat-area texture, noise, halos, grey levels, a self-check of the model on your "
+        "images), flag harm and poor fit, and write OUT/report/report.html with contact sheets",
+    )
+    p.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=0,
+        metavar="Q",
+        help="write JPEG inputs as JPEG at this quality (1-95); default 0: as PNG, losslessly",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="tile side in pixels, 0 = whole image (default: the size the network was trained "
+        "on, where it behaves as trained; see semtune.inference)",
+    )
+    p.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help="tile overlap in pixels, blended (default: a quarter of the tile)",
+    )
     p.add_argument(
         "--crop-bar",
         action="store_true",
@@ -161,19 +148,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="treat the whole frame as sample content (no data-bar detection)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     args = p.parse_args(argv)
+    if not 0 <= args.jpeg_quality <= 95:
+        p.error(f"--jpeg-quality must be between 1 and 95 (0 = PNG), got {args.jpeg_quality}")
 
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
     try:
         files = _inputs(args.inputs)
-        g = load_model(args.model, device)
+        model = load_model_file(args.model, device)
     except (ImageReadError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    g = model.g
     args.out.mkdir(parents=True, exist_ok=True)
+    stamp = provenance(str(args.model), model)
+    info = ModelInfo(str(args.model), model.data_stats, model.degradation)
+    assessments: list[Assessment] = []
     failed = 0
     for path in tqdm(files, desc="enhance", unit="image", disable=len(files) < 2, file=sys.stderr):
         try:
@@ -183,17 +176,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed += 1
             continue
         restored = enhance_image(g, img.data, tile=args.tile, overlap=args.overlap)[0].cpu()
+        if args.report:
+            a = assess(path.name, img.data[None], restored[None], info, lambda x: run_padded(g, x))
+            sheet = contact_sheet(
+                img.data[None], restored[None], args.out / "report" / f"{path.stem}.png"
+            )
+            a.sheet = sheet.name
+            assessments.append(a)
         if img.bar is not None and img.bar_rows and not args.crop_bar:
             restored = torch.cat([restored, img.bar.to(restored.dtype)], dim=-2)
-        suffix = path.suffix
-        if img.bit_depth == 16 and suffix.lower() in (".jpg", ".jpeg"):
-            suffix = ".tif"
-        target = args.out / f"{path.stem}{suffix}"
-        write_image(target, restored, bit_depth=img.bit_depth)
+        target = args.out / f"{path.stem}{_suffix(path, img.bit_depth, args.jpeg_quality)}"
+        write_image(
+            target,
+            restored,
+            bit_depth=img.bit_depth,
+            metadata=read_metadata(path),
+            provenance=stamp,
+            quality=args.jpeg_quality or 95,
+        )
         if len(files) == 1:
             print(f"wrote {target}")
     print(f"enhanced {len(files) - failed} of {len(files)} images into {args.out}")
+    if args.report and assessments:
+        paths = write_report(assessments, args.out / "report", info)
+        print("\n".join(summary_lines(assessments)))
+        print(f"report: {paths['html']} (and {paths['csv'].name}, a contact sheet per image)")
     return 1 if failed else 0
+
+
+def _suffix(path: Path, bit_depth: int, jpeg_quality: int) -> str:
+    """The output's extension: the input's, except JPEG (PNG unless a quality is given, and
+    TIFF for 16-bit data JPEG cannot hold)."""
+    suffix = path.suffix
+    if suffix.lower() in (".jpg", ".jpeg"):
+        if bit_depth == 16:
+            return ".tif"
+        return suffix if jpeg_quality else ".png"
+    return suffix
 
 
 if __name__ == "__main__":

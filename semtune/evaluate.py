@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from semtune.benchmark import add_scoring_args
-from semtune.enhance import load_model, run_padded
+from semtune.enhance import load_model
+from semtune.inference import restore_batch
 from semtune.io import ImageReadError
 from semtune.scoring import Method, load_scoring_data, score, to_markdown, write_outputs
 
@@ -28,7 +29,7 @@ def generator_method(model: str | Path, device: torch.device | str | None = None
     g = load_model(model, dev)
 
     def method(x: torch.Tensor, _paired: object) -> torch.Tensor:
-        return run_padded(g, x.to(dev)).cpu()
+        return restore_batch(g, x.to(dev)).cpu()
 
     return method
 

@@ -38,6 +38,8 @@ import tifffile
 import torch
 from PIL import Image
 
+from semtune.metadata import ImageMetadata, save
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "FolderImages",
@@ -565,14 +567,24 @@ def read_folder(
 # ---------------------------------------------------------------------------------------------
 
 
-def write_image(path: str | Path, data: torch.Tensor, *, bit_depth: int = 8) -> None:
+def write_image(
+    path: str | Path,
+    data: torch.Tensor,
+    *,
+    bit_depth: int = 8,
+    metadata: ImageMetadata | None = None,
+    provenance: str = "",
+    quality: int = 95,
+) -> None:
     """Write a gray image, format chosen by the file extension.
 
     Args:
-        path: Target file, ``.png``, ``.jpg``/``.jpeg`` (8-bit only, quality 95) or
-            ``.tif``/``.tiff``.
+        path: Target file, ``.png``, ``.jpg``/``.jpeg`` (8-bit only) or ``.tif``/``.tiff``.
         data: ``(1, H, W)`` or ``(H, W)`` float tensor; values are clamped to [0, 1].
         bit_depth: 8 or 16 (16 only for PNG and TIFF).
+        metadata: the source image's metadata to carry over (``semtune.metadata``).
+        provenance: a line added to the image's description.
+        quality: JPEG quality (1-95).
 
     Missing parent folders are created.
     """
@@ -601,10 +613,5 @@ def write_image(path: str | Path, data: torch.Tensor, *, bit_depth: int = 8) -> 
     top = 255 if bit_depth == 8 else 65535
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     samples = np.round(np.clip(values, 0.0, 1.0) * top).astype(dtype)
-    if ext in _TIFF_EXTENSIONS:
-        tifffile.imwrite(file, samples, photometric="minisblack")
-    elif ext in _JPEG_EXTENSIONS:
-        Image.fromarray(samples).save(file, quality=95)
-    else:
-        # A uint16 array becomes Pillow mode "I;16", which PNG stores as 16-bit gray.
-        Image.fromarray(samples).save(file)
+    # A uint16 array becomes Pillow mode "I;16", which PNG stores as 16-bit gray.
+    save(file, samples, metadata, provenance=provenance, quality=quality)

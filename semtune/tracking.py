@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import mlflow.artifacts
 import mlflow.models
@@ -56,6 +56,9 @@ from mlflow.tracking._tracking_service import utils as _tracking_utils
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from semtune.train.state import GeneratorFile
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -74,6 +77,7 @@ __all__ = [
     "image_grid",
     "list_model_versions",
     "load_registered_generator",
+    "load_registered_generator_file",
     "mark_trial",
     "promote",
     "resolve_tracking_uri",
@@ -1268,7 +1272,7 @@ class GeneratorModel(PythonModel):
         model_input: np.ndarray,
         params: dict[str, Any] | None = None,
     ) -> np.ndarray:
-        from semtune.enhance import enhance_image
+        from semtune.inference import enhance_image
 
         if self.generator is None:
             raise RuntimeError("GeneratorModel used before load_context")
@@ -1355,7 +1359,12 @@ def _find_generator_file(local: Path) -> Path:
 
 
 def load_registered_generator(uri: str, device: torch.device | str = "cpu") -> nn.Module:
-    """A generator (eval mode) from an MLflow URI, as ``semtune.enhance`` uses it.
+    """A generator (eval mode) from an MLflow URI (see ``load_registered_generator_file``)."""
+    return load_registered_generator_file(uri, device).g
+
+
+def load_registered_generator_file(uri: str, device: torch.device | str = "cpu") -> GeneratorFile:
+    """A generator and what it carries from an MLflow URI, as ``semtune.enhance`` uses it.
 
     Args:
         uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/m-<id>`` or
@@ -1366,7 +1375,7 @@ def load_registered_generator(uri: str, device: torch.device | str = "cpu") -> n
     Raises:
         ValueError: the URI does not resolve (unknown model, alias or run; no generator in it).
     """
-    from semtune.train.state import load_generator
+    from semtune.train.state import load_generator_file
 
     if not uri.startswith(("models:/", "runs:/")):
         raise ValueError(f"expected a models:/ or runs:/ URI, got {uri!r}")
@@ -1379,8 +1388,7 @@ def load_registered_generator(uri: str, device: torch.device | str = "cpu") -> n
         except MlflowException as exc:
             where = mlflow.get_tracking_uri()
             raise ValueError(f"{uri}: cannot be loaded from {where}: {exc.message}") from exc
-        g, _ = load_generator(_find_generator_file(local), device)
-    return g
+        return load_generator_file(_find_generator_file(local), device)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,139 @@
+"""Tiled inference: one way to run a generator on images of any size.
+
+Used by ``semtune.enhance``, ``semtune.evaluate``/``semtune.benchmark`` (through
+``semtune.scoring``), the trainer's validation and the MLflow model, so that a model is scored
+exactly as it is used. Images are restored in overlapping tiles of the size the network was
+trained on, blended by a smooth weight window: memory stays bounded, no seams appear, and the
+network sees inputs of the size its InstanceNorm statistics were learned on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor, nn
+
+__all__ = ["enhance_image", "native_tile", "restore_batch", "run_padded", "tile_weights"]
+
+
+def _multiple(g: nn.Module) -> int:
+    return int(getattr(g, "size_multiple", 1))
+
+
+def _min_size(g: nn.Module) -> int:
+    return int(getattr(g, "min_size", 1))
+
+
+@torch.no_grad()
+def run_padded(g: nn.Module, x: Tensor) -> Tensor:
+    """``g(x)`` for any H, W: reflect-pad up to the generator's size multiple, crop back."""
+    h, w = x.shape[-2:]
+    m, lo = _multiple(g), _min_size(g)
+    th, tw = max(lo, -(-h // m) * m), max(lo, -(-w // m) * m)
+    if (th, tw) == (h, w):
+        return g(x).float()
+    # reflect needs pad < size; fall back to replicate for tiny inputs
+    mode = "reflect" if th - h < h and tw - w < w else "replicate"
+    xp = nnf.pad(x, (0, tw - w, 0, th - h), mode=mode)
+    return g(xp).float()[..., :h, :w]
+
+
+def tile_weights(size: int, overlap: int, device: torch.device | None = None) -> Tensor:
+    """1-D blending ramp: rises over ``overlap`` pixels at both ends, never exactly zero."""
+    w = torch.ones(size, device=device)
+    if overlap > 0:
+        ramp = (torch.arange(overlap, device=device, dtype=torch.float32) + 0.5) / overlap
+        w[:overlap] = ramp
+        w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
+    return w
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def native_tile(g: nn.Module) -> int:
+    """The tile side a generator was trained on (its ``image_size``), 0 when unknown."""
+    return int(getattr(g, "image_size", 0) or 0)
+
+
+@torch.no_grad()
+def enhance_image(
+    g: nn.Module,
+    x: Tensor,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_pixels: int = 1 << 19,
+) -> Tensor:
+    """Restore ``x`` (1, 1, H, W) or (1, H, W) with overlapping tiles blended by weight.
+
+    Each output pixel is the weighted mean of the tiles covering it (weights from
+    ``tile_weights``), so the result is seamless; ``tile=0`` runs the whole image at once.
+
+    Args:
+        g: the generator.
+        x: the image, in [0, 1].
+        tile: tile side; None = ``native_tile(g)``, the crop size it was trained on (512 when
+            unknown). InstanceNorm normalises over the whole input, so a network trained on
+            64 px crops computes another function on a 512 px tile: measured on real
+            micrographs, flat-area texture rose 1.14x at 512 px tiles and 1.03x at 64 px, and
+            noisy set A+n gained +0.65 dB instead of +0.51 (docs/restoration.md).
+        overlap: blended overlap; None = a quarter of the tile.
+        batch_pixels: tiles per forward pass, as a pixel budget.
+
+    Returns:
+        (1, 1, H, W) float32 in [0, 1] on the input's device.
+    """
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[:2] != (1, 1):
+        raise ValueError(f"expected (1, 1, H, W) or (1, H, W), got {tuple(x.shape)}")
+    if tile is None:
+        tile = native_tile(g) or 512
+    if overlap is None:
+        overlap = tile // 4
+    if overlap < 0 or (tile and overlap * 2 >= tile):
+        raise ValueError(f"overlap must be in [0, tile/2), got overlap={overlap}, tile={tile}")
+    device = next(g.parameters()).device
+    x = x.to(device)
+    h, w = x.shape[-2:]
+    if tile == 0 or (h <= tile and w <= tile):
+        return run_padded(g, x).clamp(0, 1)
+    m = _multiple(g)
+    tile = max(m, tile // m * m)  # whole tiles need no padding
+    step = tile - overlap
+    ys, xs = _starts(h, tile, step), _starts(w, tile, step)
+    th, tw = min(tile, h), min(tile, w)
+    weight = (
+        tile_weights(th, overlap if h > tile else 0, device)[:, None]
+        * tile_weights(tw, overlap if w > tile else 0, device)[None, :]
+    )
+    out = torch.zeros(1, 1, h, w, device=device)
+    norm = torch.zeros(1, 1, h, w, device=device)
+    coords = [(y, x0) for y in ys for x0 in xs]
+    batch_size = max(1, batch_pixels // (th * tw))
+    for i in range(0, len(coords), batch_size):
+        chunk = coords[i : i + batch_size]
+        tiles = torch.cat([x[..., y : y + th, x0 : x0 + tw] for y, x0 in chunk])
+        restored = run_padded(g, tiles)
+        for (y, x0), r in zip(chunk, restored, strict=True):
+            out[..., y : y + th, x0 : x0 + tw] += r * weight
+            norm[..., y : y + th, x0 : x0 + tw] += weight
+    return (out / norm).clamp(0, 1)
+
+
+@torch.no_grad()
+def restore_batch(
+    g: nn.Module, x: Tensor, *, tile: int | None = None, overlap: int | None = None
+) -> Tensor:
+    """``enhance_image`` on each image of a (B, 1, H, W) batch; (B, 1, H, W) float32."""
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"expected (B, 1, H, W), got {tuple(x.shape)}")
+    return torch.cat(
+        [enhance_image(g, x[i : i + 1], tile=tile, overlap=overlap) for i in range(x.shape[0])]
+    )

@@ -11,6 +11,7 @@ The validation images are held out *before* either and are never seen in trainin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
@@ -22,7 +23,8 @@ import torch
 from torch import Tensor
 
 from semtune.data.datasets import PairedSet, make_paired_set, random_crops
-from semtune.data.degrade import degrade
+from semtune.data.degrade import DegradeConfig, degrade
+from semtune.data.estimate import DegradationEstimate, estimate_degradation, noise_levels
 from semtune.io import read_folder
 
 if TYPE_CHECKING:
@@ -41,6 +43,11 @@ class TrainingData:
         val: held-out paired synthetic split (clean crops and their degraded versions).
         files: which files went where (``blurred``, ``clean``, ``val``), for the record.
         fingerprint: a short hash of the file names and sizes, to tag runs with their data.
+        estimate: the blur measured between the two domains, when it was needed
+            (``data.val_set: own``); the trainer reuses it for F.
+        val_label: what the validation pairs are, for people (``"A"``, or the estimated
+            degradation for ``own``).
+        notes: warnings about the data for the run's log (an estimate that failed, ...).
     """
 
     blurred: list[Tensor]
@@ -48,6 +55,9 @@ class TrainingData:
     val: PairedSet
     files: dict[str, list[str]]
     fingerprint: str
+    estimate: DegradationEstimate | None = None
+    val_label: str = ""
+    notes: tuple[str, ...] = ()
 
 
 def split_holdout(paths: Sequence[Path], fraction: float) -> tuple[list[Path], list[Path]]:
@@ -118,7 +128,15 @@ def build_training_data(cfg: DataConfig) -> TrainingData:
         clean = [clean_imgs[p] for p in clean_train_paths]
 
     crops = random_crops(val_images, cfg.val_crop_size, cfg.val_crops, seed=cfg.seed)
-    val = make_paired_set(crops, cfg.val_set, seed=cfg.seed, config=cfg.degrade)
+    estimate: DegradationEstimate | None = None
+    notes: list[str] = []
+    val_set: str = cfg.val_set
+    val_degrade, val_label = cfg.degrade, str(cfg.val_set)
+    if cfg.val_set == "own":
+        estimate = estimate_degradation(blurred, clean)
+        val_degrade, val_label, notes = _own_degradation(cfg.degrade, estimate, blurred)
+        val_set = "A+n"
+    val = make_paired_set(crops, val_set, seed=cfg.seed, config=val_degrade)
     files = {
         "blurred": [str(p) for p in blurred_paths],
         "clean": [str(p) for p in clean_train_paths],
@@ -130,7 +148,40 @@ def build_training_data(cfg: DataConfig) -> TrainingData:
         val=val,
         files=files,
         fingerprint=_fingerprint([*blurred_paths, *clean_train_paths, *val_paths]),
+        estimate=estimate,
+        val_label=val_label,
+        notes=tuple(notes),
     )
+
+
+# The user's case when the blur between the folders cannot be measured: the paper's set A blur.
+_FALLBACK_SIGMA = 1.0
+
+
+def _own_degradation(
+    base: DegradeConfig, estimate: DegradationEstimate, blurred: Sequence[Tensor]
+) -> tuple[DegradeConfig, str, list[str]]:
+    """Set A+n's recipe with the blur and noise measured on the user's blurred folder."""
+    notes = []
+    sigma = estimate.sigma
+    if sigma is None:
+        sigma = _FALLBACK_SIGMA
+        notes.append(
+            f"validation: the blur between the folders could not be measured "
+            f"({'; '.join(estimate.problems)}); validating on a Gaussian blur of "
+            f"{sigma:g} px instead"
+        )
+    levels = noise_levels(blurred)
+    low, high = (float(v) for v in torch.quantile(levels, torch.tensor([0.1, 0.9])))
+    low = max(low, 1e-4)
+    config = dataclasses.replace(
+        base,
+        gaussian_sigma=sigma,
+        gaussian_kernel=2 * math.ceil(3 * sigma) + 1,
+        noise=dataclasses.replace(base.noise, sigma=(low, max(high, low))),
+    )
+    label = f"own (Gaussian {sigma:.2f} px + noise {low:.4f}-{high:.4f})"
+    return config, label, notes
 
 
 def sample_crops(

@@ -27,6 +27,10 @@ __all__ = [
     "preset_path",
 ]
 
+SetName = Literal["A", "B", "C", "A+n", "B+n", "C+n"]
+# "own": the clean validation crops blurred by the Gaussian estimated between the two training
+# folders and given the blurred folder's own measured noise (semtune.data.estimate)
+ValSet = Literal["A", "B", "C", "A+n", "B+n", "C+n", "own"]
 EdgeOperator = Literal["sobel", "kirsch", "scharr", "prewitt", "laplacian"]
 
 
@@ -57,11 +61,11 @@ class DataConfig:
 
     clean_dir: str = "data/sample/train"
     blurred_dir: str | None = None
-    synthetic_set: Literal["A", "B", "C"] = "A"
+    synthetic_set: SetName = "A"
     domains: Literal["halves", "shuffled"] = "halves"
     val_dir: str | None = None
     val_fraction: float = 0.2
-    val_set: Literal["A", "B", "C"] = "A"
+    val_set: ValSet = "A"
     val_crops: int = 48
     val_crop_size: int = 128
     crop_size: int = 64
@@ -99,6 +103,10 @@ class ModelConfig:
     # blur, transmission and airlight are first measured on the two training domains
     # (semtune.models.degradation.estimate_degradation).
     physics_init: Literal["sigma", "estimate"] = "sigma"
+    # F adds white noise to its output, each crop's std drawn from the noise levels measured
+    # (semtune.quality.noise_sigma) on the blurred training images: F(b) then looks like a real
+    # blurred micrograph to D_blur, and G's pseudo-pairs carry the data's own noise.
+    physics_noise: bool = False
     disc_width: float = 0.25
     disc_highpass: bool = False
 
@@ -134,6 +142,13 @@ class LossConfig:
     # Std of Gaussian noise added to F(b) before G restores it in the backward cycle (0 = off):
     # a noise prior for the deconvolution G learns from those pseudo-pairs.
     pseudo_noise: float = 0.0
+    # Weight of the forward cycle a -> G(a) -> F(G(a)) within the cycle loss (1 = the paper).
+    # On noisy blurred images F(G(a)) can only match a's noise if G amplifies it (F blurs it
+    # away again), so this term rewards noise amplification there.
+    forward_cycle: float = 1.0
+    # Share of G's pseudo-pairs whose input carries only a random part s ~ U(0, 1) of F's blur
+    # ((1 - s) b + s F(b)); 0 = every pair carries all of it.
+    partial_blur: float = 0.0
     # The identity term on F (MSE(a, F(a))) pulls a learnable blur towards a delta; issue 7 turns
     # it off for the physics F. 1.0 is the paper.
     identity_f_weight: float = 1.0
@@ -148,8 +163,11 @@ class LossConfig:
             "cycle_l1",
             "gan_weight_g",
             "pseudo_noise",
+            "forward_cycle",
         ):
             _non_negative(name, getattr(self, name))
+        if not 0 <= self.partial_blur <= 1:
+            raise ValueError(f"partial_blur must be in [0, 1], got {self.partial_blur!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,13 +21,16 @@ import torch
 from torch import Tensor, nn
 
 from semtune.data.datasets import PairedSet
+from semtune.data.estimate import DegradationEstimate, estimate_degradation, noise_levels
 from semtune.data.unpaired import TrainingData, build_training_data, sample_crops
+from semtune.inference import restore_batch
 from semtune.metrics import all_metrics
-from semtune.models.degradation import estimate_degradation
+from semtune.models.degradation import PhysicsDegradation
 from semtune.train.config import ScheduleConfig, TrainConfig
 from semtune.train.state import (
     TrainState,
     build_state,
+    degradation_of,
     load_checkpoint,
     restorer_weights,
     save_checkpoint,
@@ -95,7 +99,7 @@ def evaluate_generator(
     for i in range(0, n, batch_size):
         blurred = paired.blurred[i : i + batch_size].to(device)
         clean = paired.clean[i : i + batch_size].to(device)
-        restored = g(blurred).float().clamp(0, 1)
+        restored = restore_batch(g, blurred)  # tiled exactly as enhance runs it
         for k, v in all_metrics(restored, clean).items():
             sums[k] = sums.get(k, 0.0) + float(v.sum())
         for k, v in all_metrics(blurred, clean).items():
@@ -116,21 +120,42 @@ def export_generator(
 ) -> Path:
     """Save G alone with its config (small file for evaluate/enhance/registry), and the
     validation metrics of exactly these weights when given."""
-    if isinstance(state_or_ckpt, TrainState):
-        cfg = state_or_ckpt.config.to_dict()
-        g = state_or_ckpt.restorer()
-        weights = {k: v.detach().cpu() for k, v in g.state_dict().items()}
-        step = state_or_ckpt.step
-    else:
-        cfg, weights, step = (
-            state_or_ckpt["config"],
-            restorer_weights(state_or_ckpt),
-            state_or_ckpt["step"],
-        )
-    payload: dict[str, Any] = {"version": 1, "config": cfg, "generator": weights, "step": step}
+    ckpt = state_or_ckpt.to_checkpoint() if isinstance(state_or_ckpt, TrainState) else state_or_ckpt
+    payload: dict[str, Any] = {
+        "version": 1,
+        "config": ckpt["config"],
+        "generator": restorer_weights(ckpt),
+        "step": ckpt["step"],
+        # what --report compares a user's images with, and F's blur for its self-check
+        "data_stats": dict(ckpt.get("data_stats", {})),
+        "degradation": degradation_of(ckpt),
+    }
     if metrics is not None:
         payload["metrics"] = {k: float(v) for k, v in metrics.items()}
     return save_checkpoint(payload, path)
+
+
+def _quantiles(levels: Tensor) -> list[float]:
+    return [float(v) for v in torch.quantile(levels.float(), torch.tensor([0.1, 0.5, 0.9]))]
+
+
+def _data_stats(data: TrainingData, est: DegradationEstimate | None) -> dict[str, Any]:
+    """What the run's images were like (the model carries this; --report compares with it)."""
+    stats: dict[str, Any] = {
+        "fingerprint": data.fingerprint,
+        "blurred_noise": _quantiles(noise_levels(data.blurred)),
+        "clean_noise": _quantiles(noise_levels(data.clean)),
+        "val": data.val_label,
+        "n_blurred": len(data.blurred),
+        "n_clean": len(data.clean),
+    }
+    if est is not None:
+        stats.update(
+            blur_sigma=math.nan if est.sigma is None else est.sigma,
+            edge_width_blurred=est.sigma_blurred,
+            edge_width_clean=est.sigma_clean,
+        )
+    return stats
 
 
 def _sample_grid(g: nn.Module, paired: PairedSet, device: torch.device, n: int = 4) -> Tensor:
@@ -139,7 +164,7 @@ def _sample_grid(g: nn.Module, paired: PairedSet, device: torch.device, n: int =
         was = g.training
         g.eval()
         blurred = paired.blurred[:n].to(device)
-        restored = g(blurred).float().clamp(0, 1)
+        restored = restore_batch(g, blurred)
         g.train(was)
     return torch.cat([blurred, restored, paired.clean[:n].to(device)], dim=-1).cpu()
 
@@ -244,21 +269,40 @@ def train(
     sched = cfg.schedule
     last_metrics: dict[str, float] = dict(state.history[-1]) if state.history else {}
     t0 = time.monotonic()  # the estimate below is part of the training time
-    if (
-        resume is None
-        and cfg.model.degradation == "physics"
-        and cfg.model.physics_init == "estimate"
-    ):
-        est = estimate_degradation(data.blurred, data.clean)
+    if printer is not None:
+        for note in data.notes:
+            printer(f"WARNING: {note}")
+    est = data.estimate
+    physics = state.f if isinstance(state.f, PhysicsDegradation) else None
+    if resume is None and physics is not None and cfg.model.physics_init == "estimate":
+        est = est or estimate_degradation(data.blurred, data.clean)
         # the blur only: between different scenes the contrast estimate was wrong by 10 %
         # on fog-free data (measured), and a false fog in F teaches G a false contrast boost
-        f = state.f
-        f.reset(est.sigma, float(f.transmission().detach()), float(f.airlight().detach()))
+        f = physics
+        sigma = est.sigma if est.sigma is not None else cfg.model.physics_init_sigma
+        f.reset(sigma, float(f.transmission().detach()), float(f.airlight().detach()))
         if printer is not None:
+            if est.sigma is None:
+                printer(
+                    f"WARNING: the blur between the two folders could not be measured: "
+                    f"{'; '.join(est.problems)}. F starts from model.physics_init_sigma = "
+                    f"{sigma:g} px instead ({est.describe()})."
+                )
+            else:
+                printer(f"F starts from the data: {est.describe()}")
+                for problem in est.problems:
+                    printer(f"WARNING: {problem}")
+    if resume is None and physics is not None and cfg.model.physics_noise:
+        levels = noise_levels(data.blurred)
+        physics.set_noise_levels(levels)
+        if printer is not None:
+            q = torch.quantile(levels, torch.tensor([0.1, 0.5, 0.9]))
             printer(
-                f"F starts from the data: blur sigma {est.sigma:.2f} px (edge widths "
-                f"{est.sigma_blurred:.2f} blurred, {est.sigma_clean:.2f} clean)"
+                "F adds the blurred images' noise: std "
+                f"{q[0]:.4f} / {q[1]:.4f} / {q[2]:.4f} (10th / 50th / 90th percentile)"
             )
+    if resume is None:
+        state.data_stats = _data_stats(data, est)
     t_log, step_log = t0, state.step
     losses: dict[str, float] = {}
 
@@ -268,7 +312,7 @@ def train(
         metrics["step"] = float(state.step)
         metrics["train_seconds"] = time.monotonic() - t0
         metrics.update({k: v for k, v in losses.items()})
-        if hasattr(state.f, "kernel_sigma"):
+        if isinstance(state.f, PhysicsDegradation):
             metrics["f_kernel_sigma"] = state.f.kernel_sigma()
         state.history.append(metrics)
         improved = not state.best or metrics[SCORE_KEY] > state.best.get(SCORE_KEY, float("-inf"))

@@ -31,9 +31,12 @@ __all__ = [
     "TrainState",
     "build_degradation",
     "build_restorer",
+    "GeneratorFile",
     "build_state",
+    "degradation_of",
     "load_checkpoint",
     "load_generator",
+    "load_generator_file",
     "restorer_weights",
     "save_checkpoint",
 ]
@@ -122,6 +125,8 @@ class TrainState:
     best: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     g_ema: nn.Module | None = None  # moving average of G's weights (optim.ema > 0)
+    # what was measured on the training data (noise, blur): exported with G for --report
+    data_stats: dict[str, Any] = field(default_factory=dict)
 
     def modules(self) -> dict[str, nn.Module]:
         mods = {"g": self.g, "f": self.f, "d_clean": self.d_clean, "d_blur": self.d_blur}
@@ -167,6 +172,7 @@ class TrainState:
             "pools": {"clean": self.pool_clean.state_dict(), "blur": self.pool_blur.state_dict()},
             "best": dict(self.best),
             "history": list(self.history),
+            "data_stats": dict(self.data_stats),
         }
 
 
@@ -270,6 +276,7 @@ def load_checkpoint(path: str | Path, device: torch.device) -> TrainState:
     state.step = int(ckpt["step"])
     state.best = dict(ckpt.get("best", {}))
     state.history = list(ckpt.get("history", []))
+    state.data_stats = dict(ckpt.get("data_stats", {}))
     return state
 
 
@@ -278,12 +285,62 @@ def restorer_weights(ckpt: dict[str, Any]) -> dict[str, Tensor]:
     return ckpt["models"].get("g_ema", ckpt["models"]["g"])
 
 
-def load_generator(
-    path: str | Path, device: torch.device | str = "cpu"
-) -> tuple[nn.Module, TrainConfig]:
-    """G alone, in eval mode, from a training checkpoint or an exported generator file."""
+def degradation_of(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """F's blur and noise in a training checkpoint (physics F only; ``{}`` otherwise):
+    ``psf`` (k, k) tensor, ``sigma`` px, ``noise_quantiles`` (16,) tensor of noise stds."""
+    f = ckpt.get("models", {}).get("f", {})
+    if "kernel_logits" not in f:
+        return {}
+    logits = f["kernel_logits"].float()
+    psf = torch.softmax(logits.flatten(), 0).view_as(logits)
+    r = torch.arange(psf.shape[-1], dtype=psf.dtype) - psf.shape[-1] // 2
+    sigma = float(torch.sqrt(((psf.sum(1) * r**2).sum() + (psf.sum(0) * r**2).sum()) / 2))
+    noise = f.get("noise_quantiles", torch.zeros(0)).float()
+    return {"psf": psf, "sigma": sigma, "noise_quantiles": noise}
+
+
+@dataclass(frozen=True)
+class GeneratorFile:
+    """A restorer with what it knows about itself, as ``load_generator_file`` reads it.
+
+    Attributes:
+        g: G, in eval mode.
+        config: the config it was trained with.
+        metrics: its validation metrics (may be empty).
+        data_stats: what was measured on its training images (noise levels, blur; may be
+            empty for files from before these were recorded).
+        degradation: F's blur kernel and noise (``degradation_of``; empty for a U-Net F).
+        step: the training step of these weights.
+    """
+
+    g: nn.Module
+    config: TrainConfig
+    metrics: dict[str, float]
+    data_stats: dict[str, Any]
+    degradation: dict[str, Any]
+    step: int
+
+
+def load_generator_file(path: str | Path, device: torch.device | str = "cpu") -> GeneratorFile:
+    """G and what it carries, from a training checkpoint or an exported generator file."""
     ckpt = _read(path)
     cfg = from_dict(TrainConfig, ckpt["config"], source=str(path))
     g = build_restorer(cfg)
     g.load_state_dict(ckpt["generator"] if "models" not in ckpt else restorer_weights(ckpt))
-    return g.to(device).eval(), cfg
+    degradation = ckpt.get("degradation") or degradation_of(ckpt)
+    return GeneratorFile(
+        g=g.to(device).eval(),
+        config=cfg,
+        metrics=dict(ckpt.get("metrics", {}) or (ckpt.get("best") or {})),
+        data_stats=dict(ckpt.get("data_stats", {})),
+        degradation=dict(degradation),
+        step=int(ckpt.get("step", 0)),
+    )
+
+
+def load_generator(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, TrainConfig]:
+    """G alone, in eval mode, from a training checkpoint or an exported generator file."""
+    file = load_generator_file(path, device)
+    return file.g, file.config

@@ -17,6 +17,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from semtune.losses import cycle_loss, edge_loss, identity_loss, lsgan_d_loss, lsgan_g_loss
+from semtune.models.degradation import PhysicsDegradation
 from semtune.train.state import TrainState
 
 __all__ = ["NonFiniteLossError", "Precision", "train_f_step", "train_step"]
@@ -130,11 +131,32 @@ def train_step(
     # image?); the cycle and edge losses reach G through the current kernel without moving it,
     # so they cannot pull F towards a weaker blur that a weaker G can undo (measured drift).
     f_cyc = _frozen(f) if lc.f_gan_only else f
+    # F's noise (model.physics_noise): the same draw for D_blur's view and G's pseudo input
     with prec.autocast():
         fake_b = g(real_a)  # G(a): restored
         rec_a = f_cyc(fake_b)  # F(G(a))
         fake_a = f(real_b)  # F(b): synthetically blurred
         pseudo = f_cyc(real_b) if lc.f_gan_only else fake_a  # F(b): G's pseudo-blurred input
+        f_noise = (
+            f.noise(fake_a, state.generator, cfg.data.degrade.noise)
+            if isinstance(f, PhysicsDegradation)
+            else None
+        )
+        if lc.partial_blur > 0:
+            # some pseudo-pairs carry only part of F's blur (down to none): G learns to restore
+            # as much as the input needs and to leave a sharp input alone
+            b = real_b.shape[0]
+            partial = torch.rand(b, generator=state.generator) < lc.partial_blur
+            s = torch.where(partial, torch.rand(b, generator=state.generator), torch.ones(b))
+            s = s.view(b, 1, 1, 1).to(device=pseudo.device, dtype=pseudo.dtype)
+            pseudo = (1 - s) * real_b + s * pseudo
+            if f_noise is not None:
+                # a sharp image keeps its own noise; F's blur removes it, F's noise puts it back
+                pseudo = pseudo + (1 - (1 - s) ** 2).sqrt() * f_noise
+        elif f_noise is not None:
+            pseudo = pseudo + f_noise
+        if f_noise is not None:
+            fake_a = fake_a + f_noise
         if lc.pseudo_noise > 0:
             # a noise prior: G must restore F(b) + n to b, so it cannot simply amplify every
             # faint high frequency (what a deconvolution does, and where it paints grain)
@@ -148,11 +170,13 @@ def train_step(
         )
     # SSIM's constants (1e-4) vanish in half precision: the image losses run in fp32.
     real_a32, real_b32 = real_a.float(), real_b.float()
-    cyc = cycle_loss(rec_a.float(), real_a32) + cycle_loss(rec_b.float(), real_b32)
+    # forward cycle a -> G(a) -> F(G(a)) and backward cycle b -> F(b) -> G(F(b))
+    cyc_a = cycle_loss(rec_a.float(), real_a32)
+    cyc_b = cycle_loss(rec_b.float(), real_b32)
     if lc.cycle_l1 > 0:
-        cyc = cyc + lc.cycle_l1 * (
-            nnf.l1_loss(rec_a.float(), real_a32) + nnf.l1_loss(rec_b.float(), real_b32)
-        )
+        cyc_a = cyc_a + lc.cycle_l1 * nnf.l1_loss(rec_a.float(), real_a32)
+        cyc_b = cyc_b + lc.cycle_l1 * nnf.l1_loss(rec_b.float(), real_b32)
+    cyc = lc.forward_cycle * cyc_a + cyc_b
     idt = lc.identity_f_weight * identity_loss(idt_f.float(), real_a32) + identity_loss(
         idt_g.float(), real_b32
     )

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from semtune.inference import enhance_image, native_tile, run_padded, tile_weights
+from semtune.inference import enhance_image, native_tile, restore_batch, run_padded, tile_weights
 from semtune.io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 from semtune.metadata import read_metadata
 from semtune.report import Assessment, ModelInfo, assess, contact_sheet, summary_lines, write_report
@@ -177,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         restored = enhance_image(g, img.data, tile=args.tile, overlap=args.overlap)[0].cpu()
         if args.report:
-            a = assess(path.name, img.data[None], restored[None], info, lambda x: run_padded(g, x))
+            a = assess(
+                path.name, img.data[None], restored[None], info, lambda x: restore_batch(g, x)
+            )
             sheet = contact_sheet(
                 img.data[None], restored[None], args.out / "report" / f"{path.stem}.png"
             )

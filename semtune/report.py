@@ -56,7 +56,10 @@ THRESHOLDS: dict[str, float] = {
     "noise_ratio": 1.15,  # pixel noise, output / input
     "overshoot": 3e-3,  # mean rim beyond the input's local range near edges (halos), 0-1 scale
     "lowfreq_error": 5e-3,  # RMS change of grey levels at 4 px scale, 0-1 scale
-    "self_check_psnr_gain": 0.0,  # dB; below: the model lowers PSNR on this content
+    "self_check_psnr_gain": 0.0,  # dB, with the image's own noise; below: it lowers PSNR
+    # dB, noise-free crops: an artificial case (real micrographs are noisy), so only a clear
+    # loss counts (the issue's own example: -0.6 dB on another instrument's set A)
+    "self_check_psnr_gain_blur": -0.5,
     "noise_range_factor": 2.0,  # image noise beyond this factor outside the trained range
 }
 
@@ -198,8 +201,7 @@ def _flags(m: dict[str, float], info: ModelInfo) -> list[str]:
     gain = m.get("self_check_psnr_gain")
     gain_blur = m.get("self_check_psnr_gain_blur")
     if gain is not None and gain_blur is not None:
-        worst = min(gain, gain_blur)
-        if worst < t["self_check_psnr_gain"]:
+        if gain < t["self_check_psnr_gain"] or gain_blur < t["self_check_psnr_gain_blur"]:
             flags.append(
                 f"poor fit: on crops of this image blurred the way the model learned, it "
                 f"lowers PSNR ({gain_blur:+.2f} dB without noise, {gain:+.2f} dB with the "
@@ -346,10 +348,17 @@ def summary_lines(assessments: Sequence[Assessment]) -> list[str]:
         lines.extend(f"        - {flag}" for flag in a.flags)
     flagged = sum(1 for a in assessments if a.flags)
     if assessments:
-        med = float(np.median([a.measures["flat_texture_ratio"] for a in assessments]))
+
+        def median(key: str) -> float:
+            values = [a.measures[key] for a in assessments if key in a.measures]
+            return float(np.median(values)) if values else math.nan
+
         lines.append(
-            f"{len(assessments)} images, {flagged} flagged; median flat-area texture "
-            f"x{med:.2f} (1 = unchanged)"
+            f"{len(assessments)} images, {flagged} flagged; medians: flat-area texture "
+            f"x{median('flat_texture_ratio'):.2f} (1 = unchanged), noise "
+            f"x{median('noise_ratio'):.2f}, edges x{median('edge_ratio'):.2f}, halo "
+            f"{median('overshoot') * 255:.2f}/255, self-check "
+            f"{median('self_check_psnr_gain'):+.2f} dB"
         )
     return lines
 

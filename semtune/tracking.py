@@ -78,6 +78,7 @@ __all__ = [
     "list_model_versions",
     "load_registered_generator",
     "load_registered_generator_file",
+    "training_data_tags",
     "mark_trial",
     "promote",
     "resolve_tracking_uri",
@@ -796,6 +797,7 @@ class StudyTracker:
                     tags[key] = v
             if TAG_EDGE not in tags and (edge := config.get("loss", {}).get("edge_operator")):
                 tags[TAG_EDGE] = str(edge)
+            tags.update(training_data_tags(generator_path))
             description = _version_description(
                 model_name, self.study_name, trial_id, objective, mode, numeric, config, run_id
             )
@@ -1356,6 +1358,38 @@ def _find_generator_file(local: Path) -> Path:
     if not found:
         raise ValueError(f"{local}: no generator.pt in the downloaded artifacts")
     return found[0]
+
+
+# what a model knows of its training images, as registry tags (semtune.enhance --report reads
+# the same facts from generator.pt)
+TRAIN_TAG_PREFIX = "train."
+
+
+def training_data_tags(generator_path: str | Path) -> dict[str, str]:
+    """Registry tags with the noise and blur measured on a generator's training images.
+
+    ``train.blurred_noise`` / ``train.clean_noise``: the 10/50/90 % noise stds of the two
+    training domains; ``train.blur_sigma``: the blur measured between them (px);
+    ``train.f_sigma``: F's learned blur (px); ``train.fingerprint``: the data's fingerprint.
+    Empty for files written before these were recorded.
+    """
+    from semtune.train.state import load_generator_file
+
+    try:
+        file = load_generator_file(generator_path)
+    except (FileNotFoundError, ValueError):
+        return {}
+    stats, tags = file.data_stats, {}
+    for key in ("blurred_noise", "clean_noise"):
+        if isinstance(stats.get(key), list | tuple):
+            tags[f"{TRAIN_TAG_PREFIX}{key}"] = " / ".join(f"{v:.4f}" for v in stats[key])
+    if isinstance(stats.get("blur_sigma"), float) and math.isfinite(stats["blur_sigma"]):
+        tags[f"{TRAIN_TAG_PREFIX}blur_sigma"] = f"{stats['blur_sigma']:.3f}"
+    if isinstance(file.degradation.get("sigma"), float):
+        tags[f"{TRAIN_TAG_PREFIX}f_sigma"] = f"{file.degradation['sigma']:.3f}"
+    if stats.get("fingerprint"):
+        tags[f"{TRAIN_TAG_PREFIX}fingerprint"] = str(stats["fingerprint"])
+    return tags
 
 
 def load_registered_generator(uri: str, device: torch.device | str = "cpu") -> nn.Module:

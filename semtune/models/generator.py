@@ -65,7 +65,15 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-__all__ = ["GENERATORS", "MultiBlock", "MultiScaleUNet", "OutputMode", "build_generator"]
+__all__ = [
+    "GENERATORS",
+    "MultiBlock",
+    "MultiScaleUNet",
+    "NoiseFiLMNorm",
+    "OutputMode",
+    "build_generator",
+    "noise_features",
+]
 
 OutputMode = Literal["sigmoid", "tanh", "clamp", "none"]
 
@@ -88,6 +96,52 @@ def _num_down(image_size: int, max_down: int) -> int:
     return n
 
 
+class NoiseFiLMNorm(nn.InstanceNorm2d):
+    """InstanceNorm whose affine scale and shift also depend on the input's noise level.
+
+    ``y = IN(x) * (weight + a(s)) + (bias + b(s))`` with ``s`` the (B, k) noise features the
+    owning network sets in ``cond`` before each forward, and ``a``, ``b`` one linear map,
+    zero-initialised: the layer starts as the plain InstanceNorm.
+    """
+
+    def __init__(self, channels: int, features: int) -> None:
+        super().__init__(channels, affine=True)
+        self.film = nn.Linear(features, 2 * channels)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.cond: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        if self.cond is None:
+            return y
+        scale, shift = self.film(self.cond.to(y.dtype)).chunk(2, dim=1)
+        return y * (1 + scale[..., None, None]) + shift[..., None, None]
+
+
+def _norm(channels: int, features: int) -> nn.InstanceNorm2d:
+    return (
+        NoiseFiLMNorm(channels, features) if features else nn.InstanceNorm2d(channels, affine=True)
+    )
+
+
+def noise_features(x: Tensor) -> Tensor:
+    """(B, 3) features of each input's pixel-noise level (``semtune.quality.noise_sigma``):
+    its log, centred on 0.01, and two saturating versions, so that FiLM layers can respond to
+    the range 0.0003-0.1 without large weights."""
+    from semtune.quality import noise_sigma
+
+    with torch.no_grad():
+        # below the floor of the noise G trains with (loss.pseudo_noise), it acts as at the floor
+        s = noise_sigma(x.detach().float()).clamp_min(_NOISE_FLOOR)
+        z = torch.log(s / 0.01)
+    return torch.stack([z, torch.tanh(z), torch.tanh(z / 3)], dim=1)
+
+
+NOISE_FEATURES = 3
+_NOISE_FLOOR = 0.003
+
+
 class MultiBlock(nn.Module):
     """Parallel 1x1 and 3x3 convs (stride 1), fused by a 1x1 conv, with a residual skip.
 
@@ -95,12 +149,12 @@ class MultiBlock(nn.Module):
         channels: input and output channels.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, features: int = 0) -> None:
         super().__init__()
         half = channels // 2
         self.branch1 = nn.Conv2d(channels, half, 1, bias=False)
         self.branch3 = nn.Conv2d(channels, channels - half, 3, padding=1, bias=False)
-        self.norm = nn.InstanceNorm2d(channels, affine=True)
+        self.norm = _norm(channels, features)
         self.act = nn.LeakyReLU(_NEGATIVE_SLOPE)
         self.fuse = nn.Conv2d(channels, channels, 1)
 
@@ -110,7 +164,7 @@ class MultiBlock(nn.Module):
         return x + self.fuse(y)
 
 
-def _down(c_in: int, c_out: int, *, stride2: bool, norm: bool) -> nn.Sequential:
+def _down(c_in: int, c_out: int, *, stride2: bool, norm: bool, features: int = 0) -> nn.Sequential:
     conv = (
         nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=not norm)
         if stride2
@@ -118,7 +172,7 @@ def _down(c_in: int, c_out: int, *, stride2: bool, norm: bool) -> nn.Sequential:
     )
     layers: list[nn.Module] = [conv]
     if norm:
-        layers.append(nn.InstanceNorm2d(c_out, affine=True))
+        layers.append(_norm(c_out, features))
     layers.append(nn.LeakyReLU(_NEGATIVE_SLOPE))
     return nn.Sequential(*layers)
 
@@ -159,6 +213,7 @@ class MultiScaleUNet(nn.Module):
         output: OutputMode = "clamp",
         channels: int = 1,
         highpass_sigma: float = 0.0,
+        noise_film: bool = False,
     ) -> None:
         super().__init__()
         if not width > 0:
@@ -191,6 +246,8 @@ class MultiScaleUNet(nn.Module):
         self.channels = channels
         self.num_down = num_down
         self.highpass_sigma = highpass_sigma
+        self.noise_film = noise_film
+        features = NOISE_FEATURES if noise_film else 0
         if highpass_sigma > 0:
             radius = math.ceil(3 * highpass_sigma)
             t = torch.arange(-radius, radius + 1, dtype=torch.float32)
@@ -202,10 +259,10 @@ class MultiScaleUNet(nn.Module):
         c_prev = channels
         for i, c in enumerate(enc):
             self.encoder.append(
-                _down(c_prev, c, stride2=i < num_down, norm=first_norm or i > 0),
+                _down(c_prev, c, stride2=i < num_down, norm=first_norm or i > 0, features=features),
             )
             c_prev = c
-        self.encoder_blocks = nn.ModuleList(MultiBlock(c) for c in enc[:-1])
+        self.encoder_blocks = nn.ModuleList(MultiBlock(c, features) for c in enc[:-1])
 
         # Deconv j (0-based) undoes encoder conv n_layers - 1 - j; deconv 0 mirrors the
         # stride-1 bottleneck conv. Deconvs 1.. read the previous output and the skip e[6 - j].
@@ -222,12 +279,10 @@ class MultiScaleUNet(nn.Module):
                 out_conv = conv
             else:
                 self.decoder.append(
-                    nn.Sequential(
-                        conv, nn.InstanceNorm2d(c, affine=True), nn.LeakyReLU(_NEGATIVE_SLOPE)
-                    )
+                    nn.Sequential(conv, _norm(c, features), nn.LeakyReLU(_NEGATIVE_SLOPE))
                 )
             c_prev = c
-        self.decoder_blocks = nn.ModuleList(MultiBlock(c) for c in dec_out[:-1])
+        self.decoder_blocks = nn.ModuleList(MultiBlock(c, features) for c in dec_out[:-1])
 
         if zero_init_last:
             # Zero weights and bias: the correction (or the pre-activation) starts at exactly 0.
@@ -271,6 +326,13 @@ class MultiScaleUNet(nn.Module):
             (B, C, H, W), in [0, 1] unless ``output='none'``.
         """
         self.check_input(x)
+        if self.noise_film:
+            # every norm reads the input's own noise level, measured here: the network needs
+            # no extra input, and tiles, crops and whole images are treated alike
+            cond = noise_features(x)
+            for m in self.modules():
+                if isinstance(m, NoiseFiLMNorm):
+                    m.cond = cond
         h = 2 * x - 1
         skips: list[Tensor] = []
         for i, layer in enumerate(self.encoder):

@@ -17,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m semtune.train",
         description="Train the unpaired CycleGAN (edge loss) that restores blurred SEM images.",
+        epilog="""examples:
+  python -m semtune.train --config cpu --out runs/cpu        # the bundled images, ~10 min
+  python -m semtune.train --blurred my_blurred/ --clean my_clear/ --out runs/mine
+  python -m semtune.train --config cpu --set loss.gamma=5 --out runs/g5
+  python -m semtune.train --out runs/cpu --resume""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--config",
@@ -31,6 +37,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set loss.gamma=5 --set schedule.steps=500",
     )
+    p.add_argument(
+        "--blurred",
+        metavar="DIR",
+        help="your blurred micrographs (= --set data.blurred_dir=DIR); validation then imitates "
+        "them: clear images degraded by the blur and noise measured on this folder "
+        "(data.val_set=own) unless --set data.val_set=... says otherwise",
+    )
+    p.add_argument(
+        "--clean",
+        metavar="DIR",
+        help="clear micrographs, of the same or other samples (= --set data.clean_dir=DIR); "
+        "a fifth of them is held out for validation",
+    )
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, metrics.csv)")
     p.add_argument(
         "--resume",
@@ -38,8 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         help="continue the run in --out from its last.pt (same crops, same RNG as uninterrupted)",
     )
     args = p.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.clean:
+        overrides.insert(0, f"data.clean_dir={args.clean}")
+    if args.blurred:
+        overrides.insert(0, f"data.blurred_dir={args.blurred}")
+        if not any(o.split("=", 1)[0].strip() == "data.val_set" for o in overrides):
+            overrides.insert(0, "data.val_set=own")
     try:
-        cfg = load_train_config(args.config, args.overrides)
+        cfg = load_train_config(args.config, overrides)
     except ConfigError as exc:
         p.error(str(exc))
     resume = None

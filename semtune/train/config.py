@@ -94,6 +94,9 @@ class ModelConfig:
     # G's correction keeps only frequencies above a Gaussian low-pass of this sigma (px); 0 =
     # off. See semtune.models.generator.
     highpass_sigma: float = 0.0
+    # G's InstanceNorms are modulated by the pixel-noise level measured on its own input
+    # (FiLM; semtune.models.generator.NoiseFiLMNorm): one network for clean and noisy inputs.
+    noise_film: bool = False
     # F, the degradation side: "unet" is the paper's (a second U-Net); "physics" is a learnable
     # blur kernel + contrast/fog parameters (issue 7).
     degradation: Literal["unet", "physics"] = "unet"
@@ -146,6 +149,10 @@ class LossConfig:
     # On noisy blurred images F(G(a)) can only match a's noise if G amplifies it (F blurs it
     # away again), so this term rewards noise amplification there.
     forward_cycle: float = 1.0
+    # Share of G's pseudo-inputs given at most a quarter of F's noise (model.physics_noise):
+    # a G that never saw an input cleaner than the training folder's smoothed noise-free
+    # images away (docs/restoration.md).
+    clean_share: float = 0.0
     # Share of G's pseudo-pairs whose input carries only a random part s ~ U(0, 1) of F's blur
     # ((1 - s) b + s F(b)); 0 = every pair carries all of it.
     partial_blur: float = 0.0
@@ -166,8 +173,9 @@ class LossConfig:
             "forward_cycle",
         ):
             _non_negative(name, getattr(self, name))
-        if not 0 <= self.partial_blur <= 1:
-            raise ValueError(f"partial_blur must be in [0, 1], got {self.partial_blur!r}")
+        for name in ("partial_blur", "clean_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -272,6 +272,11 @@ def train(
     if printer is not None:
         for note in data.notes:
             printer(f"WARNING: {note}")
+        if resume is None:
+            printer(
+                f"validation: {len(data.val)} crops from {len(data.files['val'])} held-out "
+                f"images, degraded as {data.val_label}"
+            )
     est = data.estimate
     physics = state.f if isinstance(state.f, PhysicsDegradation) else None
     if resume is None and physics is not None and cfg.model.physics_init == "estimate":

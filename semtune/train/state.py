@@ -61,6 +61,7 @@ def build_restorer(cfg: TrainConfig, *, restorer: bool = True) -> nn.Module:
         first_norm=m.first_norm,
         output=m.output,
         **({"highpass_sigma": m.highpass_sigma} if restorer and m.highpass_sigma > 0 else {}),
+        **({"noise_film": True} if restorer and m.noise_film else {}),
     )
 
 

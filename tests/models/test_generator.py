@@ -258,3 +258,35 @@ def test_highpass_residual_changes_no_slow_grey_level() -> None:
 def test_highpass_needs_a_residual_generator() -> None:
     with pytest.raises(ValueError, match="residual"):
         MultiScaleUNet(0.25, image_size=64, residual=False, output="sigmoid", highpass_sigma=2.0)
+
+
+def test_noise_film_starts_as_the_plain_network_and_then_reads_the_noise_level() -> None:
+    from semtune.models.generator import NoiseFiLMNorm, noise_features
+
+    torch.manual_seed(0)
+    g = MultiScaleUNet(0.125, image_size=64, zero_init_last=False, noise_film=True)
+    norms = [m for m in g.modules() if isinstance(m, NoiseFiLMNorm)]
+    assert norms and all(float(m.film.weight.detach().abs().sum()) == 0 for m in norms)
+    base = torch.full((1, 1, 64, 64), 0.5) + 0.1 * torch.sin(torch.arange(64.0) / 3)
+    quiet = base + 0.002 * torch.randn(1, 1, 64, 64)
+    loud = base + 0.03 * torch.randn(1, 1, 64, 64)
+
+    def plain(x: torch.Tensor) -> torch.Tensor:
+        for m in norms:
+            m.cond = None
+        saved = g.noise_film
+        g.noise_film = False
+        try:
+            return g(x)
+        finally:
+            g.noise_film = saved
+
+    # zero-initialised FiLM: exactly the unconditioned network
+    torch.testing.assert_close(g(loud), plain(loud))
+    for m in norms:
+        torch.nn.init.normal_(m.film.weight, std=0.5)
+    # now the same content at two noise levels goes through differently modulated norms
+    assert not torch.allclose(g(quiet) - plain(quiet), g(loud) - plain(loud), atol=1e-4)
+    # below the training floor of 0.003 every input reads as the floor
+    clean = base.clone()
+    torch.testing.assert_close(noise_features(clean), noise_features(quiet))

@@ -271,6 +271,10 @@ def test_registered_version_carries_metrics_study_trial_and_config(
     assert mv.tags["semtune.objective"] == "score"
     assert mv.tags["param.loss.gamma"] == str(t.params["loss.gamma"])
     assert json.loads(mv.tags["semtune.config"]) == t.config.to_dict()
+    # the noise of its training images and F's blur travel with the version
+    low, mid, high = (float(v) for v in mv.tags["train.blurred_noise"].split(" / "))
+    assert 0 < low <= mid <= high
+    assert float(mv.tags["train.f_sigma"]) > 0
     assert f"Best trial `{tid}`" in mv.description
     assert "models:/semtune-generator/" in mv.description
 
@@ -292,7 +296,17 @@ def test_logged_model_is_weights_config_and_code_without_pickles(
     assert not [f for f in files if f.endswith((".pkl", ".pickle"))]
     ckpt = torch.load(local / "artifacts" / "generator.pt", weights_only=True)
     # weights, the config that rebuilds the network, and the validation metrics of these weights
-    assert set(ckpt) == {"version", "config", "generator", "step", "metrics"}
+    # and what the training images were like and F's blur, for `enhance --report`
+    assert set(ckpt) == {
+        "version",
+        "config",
+        "generator",
+        "step",
+        "metrics",
+        "data_stats",
+        "degradation",
+    }
+    assert len(ckpt["data_stats"]["blurred_noise"]) == 3
     signature = mlflow.models.Model.load(str(local)).signature
     assert [spec.shape for spec in signature.inputs.inputs] == [(-1, 1, -1, -1)]  # any size
 

@@ -227,3 +227,181 @@ def test_pseudo_noise_reaches_the_backward_cycle(
             train_step(state, a, b, Precision.resolve(torch.device("cpu"), "fp32"))["loss_cycle"]
         )
     assert cycles[1] > cycles[0]  # G, near the identity, cannot undo the added noise
+
+
+def _one_step(cfg: TrainConfig, data: TrainingData) -> tuple[dict[str, float], object]:
+    from semtune.data.unpaired import sample_crops
+    from semtune.train.step import Precision, train_step
+
+    state = build_state(cfg, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(1)
+    a = sample_crops(data.blurred, 2, cfg.data.crop_size, gen, augment=False)
+    b = sample_crops(data.clean, 2, cfg.data.crop_size, gen, augment=False)
+    return train_step(state, a, b, Precision.resolve(torch.device("cpu"), "fp32")), state
+
+
+def test_f_adds_noise_at_the_levels_measured_on_the_blurred_images(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    from semtune.data.estimate import noise_levels
+
+    cfg = load_train_config("tiny", ["model.physics_noise=true"], base=tiny_cfg.to_dict())
+    lines: list[str] = []
+    train(cfg, tmp_path, data=tiny_data, printer=lines.append)
+    f = load_checkpoint(tmp_path / "last.pt", torch.device("cpu")).f
+    measured = noise_levels(tiny_data.blurred)
+    q = f.noise_quantiles
+    assert float(q[0]) == pytest.approx(float(measured.min()), rel=1e-5)
+    assert float(q[-1]) == pytest.approx(float(measured.max()), rel=1e-5)
+    assert any(line.startswith("F adds the blurred images' noise") for line in lines)
+    # each crop of F's noise has one of those pixel stds (white part, read back by Immerkaer)
+    from semtune.quality import noise_sigma
+
+    flat = torch.full((8, 1, 64, 64), 0.5)
+    noise = f.noise(flat, torch.Generator().manual_seed(0), cfg.data.degrade.noise)
+    assert noise is not None
+    got = noise_sigma(flat + noise)
+    assert float(got.min()) >= 0.9 * float(q[0]) and float(got.max()) <= 1.1 * float(q[-1])
+
+
+def test_without_the_forward_cycle_only_the_backward_cycle_counts(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData
+) -> None:
+    both, _ = _one_step(tiny_cfg, tiny_data)
+    cfg = load_train_config("tiny", ["loss.forward_cycle=0"], base=tiny_cfg.to_dict())
+    backward, _ = _one_step(cfg, tiny_data)
+    assert 0 < backward["loss_cycle"] < both["loss_cycle"]
+
+
+def test_partial_blur_pairs_lie_between_the_clean_and_the_blurred(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData
+) -> None:
+    full, _ = _one_step(tiny_cfg, tiny_data)
+    cfg = load_train_config("tiny", ["loss.partial_blur=1.0"], base=tiny_cfg.to_dict())
+    partial, _ = _one_step(cfg, tiny_data)
+    # G starts as the identity: a less blurred pseudo input is closer to its target
+    assert partial["loss_cycle"] < full["loss_cycle"]
+
+
+def test_a_run_with_noise_resumes_exactly(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    cfg = load_train_config(
+        "tiny",
+        ["model.physics_noise=true", "loss.partial_blur=0.5", "loss.forward_cycle=0"],
+        base=tiny_cfg.to_dict(),
+    )
+    full = Recorder()
+    train(cfg, tmp_path / "full", reporter=full, data=tiny_data, printer=None)
+    cut = Recorder(fail_after_eval_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", reporter=cut, data=tiny_data, printer=None)
+    resumed = Recorder()
+    train(
+        cfg,
+        tmp_path / "cut",
+        reporter=resumed,
+        data=tiny_data,
+        printer=None,
+        resume=tmp_path / "cut" / "last.pt",
+    )
+    for step in (4, 5, 6):
+        assert resumed.losses[step] == full.losses[step], step
+
+
+def test_the_generator_file_carries_what_its_training_data_was_like(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    from semtune.data.estimate import noise_levels
+    from semtune.train.state import load_generator_file
+
+    train(tiny_cfg, tmp_path, data=tiny_data, printer=None)
+    file = load_generator_file(tmp_path / "generator.pt")
+    stats = file.data_stats
+    assert stats["fingerprint"] == tiny_data.fingerprint
+    q = torch.quantile(noise_levels(tiny_data.blurred), torch.tensor([0.1, 0.5, 0.9]))
+    assert stats["blurred_noise"] == pytest.approx(q.tolist())
+    assert stats["n_blurred"] == len(tiny_data.blurred)
+    # F's kernel, normalised, for the report's self-check
+    psf = file.degradation["psf"]
+    assert psf.shape == (9, 9) and float(psf.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert file.degradation["sigma"] > 0
+
+
+def test_own_validation_imitates_the_blurred_folder(
+    sample_train_dir: Path, sample_test_dir: Path
+) -> None:
+    from semtune.data.estimate import noise_levels
+
+    cfg = load_train_config(
+        "tiny",
+        [
+            f"data.clean_dir={sample_train_dir}",
+            f"data.blurred_dir={sample_test_dir}",
+            "data.val_set=own",
+        ],
+    )
+    data = build_training_data(cfg.data)
+    assert data.estimate is not None
+    assert data.val_label.startswith("own (")
+    # the pairs carry noise in the blurred folder's measured range
+    q = torch.quantile(noise_levels(data.blurred), torch.tensor([0.1, 0.9]))
+    from semtune.quality import noise_sigma
+
+    got = noise_sigma(data.val.blurred).median()
+    assert 0.5 * float(q[0]) < float(got) < 2 * float(q[1])
+    if data.estimate.sigma is None:  # these are not blurred: the fallback is said
+        assert any("could not be measured" in n for n in data.notes)
+
+
+def test_train_cli_takes_blurred_and_clean_folders_and_warns_when_the_blur_is_unmeasurable(
+    sample_train_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from semtune.train.__main__ import main
+
+    # two folders of sharp images: there is no blur between them to measure
+    out = tmp_path / "run"
+    code = main(
+        [
+            "--config",
+            "tiny",
+            "--blurred",
+            str(sample_train_dir),
+            "--clean",
+            str(sample_train_dir),
+            "--set",
+            "model.physics_init=estimate",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "WARNING: the blur between the two folders could not be measured" in printed
+    assert "F starts from model.physics_init_sigma" in printed
+    assert "degraded as own (" in printed
+    saved = (out / "config.json").read_text()
+    assert str(sample_train_dir) in saved and '"val_set": "own"' in saved
+
+
+def test_clean_share_gives_g_cleaner_pseudo_inputs(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData
+) -> None:
+    from semtune.data.estimate import noise_levels
+    from semtune.data.unpaired import sample_crops
+    from semtune.train.step import Precision, train_step
+
+    base = ["model.physics_noise=true", "loss.pseudo_noise=0"]
+    losses = {}
+    for share in (0.0, 1.0):
+        cfg = load_train_config(
+            "tiny", [*base, f"loss.clean_share={share}"], base=tiny_cfg.to_dict()
+        )
+        state = build_state(cfg, torch.device("cpu"))
+        state.f.set_noise_levels(noise_levels(tiny_data.blurred) + 0.05)  # loud: easy to see
+        gen = torch.Generator().manual_seed(1)
+        a = sample_crops(tiny_data.blurred, 2, cfg.data.crop_size, gen, augment=False)
+        b = sample_crops(tiny_data.clean, 2, cfg.data.crop_size, gen, augment=False)
+        losses[share] = train_step(state, a, b, Precision.resolve(torch.device("cpu"), "fp32"))
+    # G starts as the identity: a pseudo input with less noise is closer to its target
+    assert losses[1.0]["loss_cycle"] < losses[0.0]["loss_cycle"]

@@ -11,8 +11,8 @@ crops of the image are blurred with the model's own degradation (F's learned ker
 Gaussian when the model has no physical F), given noise at the image's own measured level, and
 restored; the PSNR of the restoration against the crop, minus that of the degraded crop, is the
 gain the model brings to this content. A model that loses there is a poor fit for the images:
-it was trained on other content (measured: the NFFA-trained preset lost 0.6 dB on set A of
-another instrument's images, docs/restoration.md).
+it was trained on other content (docs/restoration.md: the NFFA-trained preset on another
+instrument's images).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,9 @@ def _check(x: Tensor, name: str) -> None:
 
 
 @torch.no_grad()
-def self_check(restore: Any, image: Tensor, info: ModelInfo, *, seed: int = 0) -> dict[str, float]:
+def self_check(
+    restore: Callable[[Tensor], Tensor], image: Tensor, info: ModelInfo, *, seed: int = 0
+) -> dict[str, float]:
     """PSNR/SSIM gains of the model on crops of ``image`` degraded its own way (see module).
 
     Args:
@@ -151,7 +153,11 @@ def self_check(restore: Any, image: Tensor, info: ModelInfo, *, seed: int = 0) -
 
 
 def assess(
-    name: str, inp: Tensor, out: Tensor, info: ModelInfo, restore: Any | None = None
+    name: str,
+    inp: Tensor,
+    out: Tensor,
+    info: ModelInfo,
+    restore: Callable[[Tensor], Tensor] | None = None,
 ) -> Assessment:
     """Measure one restoration and raise its flags.
 

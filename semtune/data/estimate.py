@@ -119,7 +119,9 @@ def estimate_degradation(
             )
     sigma: float | None = None
     if spectral is None:
-        problems.append("the images are too small (under 64 px) to compare their spectra")
+        problems.append(
+            "the images are too small (under 64 px) or too featureless to compare their spectra"
+        )
     else:
         problems = []  # the spectra decide; the edge widths are kept for the record
         sigma = spectral
@@ -196,7 +198,8 @@ def spectral_blur(
 
     Returns:
         The blur in px (0 when the blurred set is not softer), or None when the images are
-        smaller than 64 px.
+        smaller than 64 px or either set has no structure in the band (blank images: power
+        below that of an amplitude of 1e-5, far under one grey level of 8 bits).
     """
     for size in (tile, 64):
         fa, pa = _radial_power(blurred, size)
@@ -205,7 +208,8 @@ def spectral_blur(
             break
     else:
         return None
-    band = (fa >= _BAND[0]) & (fa <= _BAND[1]) & (pa > 0) & (pb > 0)
+    floor = 1e-10 * size**2  # power of an amplitude-1e-5 pattern in a size x size tile
+    band = (fa >= _BAND[0]) & (fa <= _BAND[1]) & (pa > floor) & (pb > floor)
     if band.sum() < 2:
         return None
     y = np.log(pa[band] / pb[band])

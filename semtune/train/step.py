@@ -112,6 +112,32 @@ def _frozen(m: nn.Module) -> Callable[[Tensor], Tensor]:
     return lambda x: torch.func.functional_call(m, params, (x,))
 
 
+def _pseudo_input(
+    state: TrainState, real_b: Tensor, blurred: Tensor, f_noise: Tensor | None
+) -> Tensor:
+    """G's input in the backward cycle: F(b), with F's noise, partly blurred or cleaner when
+    configured. ``f_noise`` is the draw D_blur also sees (model.physics_noise), or None."""
+    lc = state.config.loss
+    b = real_b.shape[0]
+    noise = f_noise
+    if noise is not None and lc.clean_share > 0:
+        # loss.clean_share of the inputs get at most a quarter of F's noise (tried against a G
+        # that smoothed noise-free images away; not in the preset, docs/restoration.md item 23)
+        clean = torch.rand(b, generator=state.generator) < lc.clean_share
+        scale = torch.where(clean, torch.rand(b, generator=state.generator) / 4, torch.ones(b))
+        noise = noise * scale.view(-1, 1, 1, 1).to(noise)
+    if lc.partial_blur > 0:
+        # some pseudo-pairs carry only part of F's blur (down to none)
+        partial = torch.rand(b, generator=state.generator) < lc.partial_blur
+        s = torch.where(partial, torch.rand(b, generator=state.generator), torch.ones(b))
+        s = s.view(b, 1, 1, 1).to(device=blurred.device, dtype=blurred.dtype)
+        blurred = (1 - s) * real_b + s * blurred
+        if noise is not None:
+            # a sharp image keeps its own noise; F's blur removes it, F's noise puts it back
+            noise = (1 - (1 - s) ** 2).sqrt() * noise
+    return blurred if noise is None else blurred + noise
+
+
 def train_step(
     state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precision
 ) -> dict[str, float]:
@@ -131,7 +157,6 @@ def train_step(
     # image?); the cycle and edge losses reach G through the current kernel without moving it,
     # so they cannot pull F towards a weaker blur that a weaker G can undo (measured drift).
     f_cyc = _frozen(f) if lc.f_gan_only else f
-    # F's noise (model.physics_noise): the same draw for D_blur's view and G's pseudo input
     with prec.autocast():
         fake_b = g(real_a)  # G(a): restored
         rec_a = f_cyc(fake_b)  # F(G(a))
@@ -142,31 +167,9 @@ def train_step(
             if isinstance(f, PhysicsDegradation)
             else None
         )
+        pseudo = _pseudo_input(state, real_b, pseudo, f_noise)
         if f_noise is not None:
-            # loss.clean_share of G's inputs are nearly noise-free (F's noise x U(0, 1/4)): a folder
-            # of a few images samples its noise coarsely (seven NASA images drew no level under
-            # 0.006), and a G that never saw a cleaner input smoothed noise-free ones away
-            # (-2.7 dB on held-out set A, measured). D_blur still sees the data's own levels,
-            # or F's kernel shrinks to make up (measured: 1.0 -> 0.55 px).
-            b = real_b.shape[0]
-            clean = torch.rand(b, generator=state.generator) < lc.clean_share
-            scale = torch.where(clean, torch.rand(b, generator=state.generator) / 4, torch.ones(b))
-            pseudo_noise = f_noise * scale.view(-1, 1, 1, 1).to(f_noise)
-        if lc.partial_blur > 0:
-            # some pseudo-pairs carry only part of F's blur (down to none): G learns to restore
-            # as much as the input needs and to leave a sharp input alone
-            b = real_b.shape[0]
-            partial = torch.rand(b, generator=state.generator) < lc.partial_blur
-            s = torch.where(partial, torch.rand(b, generator=state.generator), torch.ones(b))
-            s = s.view(b, 1, 1, 1).to(device=pseudo.device, dtype=pseudo.dtype)
-            pseudo = (1 - s) * real_b + s * pseudo
-            if f_noise is not None:
-                # a sharp image keeps its own noise; F's blur removes it, F's noise puts it back
-                pseudo = pseudo + (1 - (1 - s) ** 2).sqrt() * pseudo_noise
-        elif f_noise is not None:
-            pseudo = pseudo + pseudo_noise
-        if f_noise is not None:
-            fake_a = fake_a + f_noise
+            fake_a = fake_a + f_noise  # D_blur sees F's output with the data's own noise
         if lc.pseudo_noise > 0:
             # a noise prior: G must restore F(b) + n to b, so it cannot simply amplify every
             # faint high frequency (what a deconvolution does, and where it paints grain)

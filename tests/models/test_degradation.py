@@ -74,15 +74,17 @@ def test_estimate_recovers_a_known_blur_and_fog_from_the_two_domains(
     assert est.sigma_blurred > est.sigma_clean
 
 
-def test_on_shuffled_domains_the_estimate_finds_set_a_blur_and_halves_bias_it(
+def test_the_spectral_estimate_finds_set_a_blur_where_edge_widths_were_biased(
     sample_train_dir: Path,
 ) -> None:
-    """Why the cpu preset shuffles: two disjoint halves of a dozen scenes differ in their own
-    sharpness, and every unpaired estimate (this one, and F through D_blur) learns that too."""
+    """Two disjoint halves of a dozen scenes differ in their own sharpness: the edge-width
+    estimate read that difference as blur (0.63 px for set A's 1.0, docs/restoration.md item
+    8). The ratio of the domains' mean power spectra, which F now starts from, reads set A's blur
+    on shuffled domains and on halves alike."""
     from semtune.data.unpaired import build_training_data
     from semtune.train.config import load_train_config
 
-    sigmas = {}
+    estimates = {}
     for domains in ("shuffled", "halves"):
         cfg = load_train_config(
             "cpu",
@@ -93,11 +95,10 @@ def test_on_shuffled_domains_the_estimate_finds_set_a_blur_and_halves_bias_it(
             ],
         )
         data = build_training_data(cfg.data)
-        sigmas[domains] = estimate_degradation(data.blurred, data.clean).sigma
-    assert sigmas["shuffled"] == pytest.approx(1.0, abs=0.15)  # set A: Gaussian, sigma 1
-    # on halves the scenes' own difference eats the blur: it reads far too small, or so small
-    # that the estimate reports it cannot measure it (and F falls back to its configured start)
-    assert sigmas["halves"] is None or sigmas["halves"] < sigmas["shuffled"] - 0.15
+        estimates[domains] = estimate_degradation(data.blurred, data.clean)
+    for est in estimates.values():
+        assert est.sigma == pytest.approx(1.0, abs=0.15)  # set A: Gaussian, sigma 1
+        assert not est.problems
 
 
 def test_the_estimate_says_when_it_cannot_measure_the_blur(sample_train_dir: Path) -> None:
@@ -106,7 +107,7 @@ def test_the_estimate_says_when_it_cannot_measure_the_blur(sample_train_dir: Pat
     images = [im.data[:, :256, :256] for im in read_folder(sample_train_dir).images[:6]]
     same = estimate_degradation(images, images)  # no blur between the domains
     assert same.sigma is None
-    assert "not measurably wider" in same.problems[0]
+    assert "falls no faster than the clean ones'" in same.problems[0]
     flat = [torch.full((1, 128, 128), 0.4) for _ in range(4)]
     blank = estimate_degradation(flat, images)
     assert blank.sigma is None and blank.measured_blurred == 0

@@ -62,16 +62,26 @@ def test_a_short_run_writes_checkpoints_metrics_and_a_loadable_generator(
     assert g(x).shape == x.shape
 
 
-@pytest.mark.parametrize("averaged", [False, True], ids=["plain", "ema+decay+noise"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        # the weight average, decayed learning rates and noise draws are state too
+        ["optim.ema=0.9", "schedule.decay_from=0.3", "loss.pseudo_noise=0.01"],
+        # F's measured noise levels (a buffer), its noise draws, partial blur and clean share
+        [
+            "model.physics_noise=true",
+            "loss.partial_blur=0.5",
+            "loss.clean_share=0.5",
+            "loss.forward_cycle=0",
+        ],
+    ],
+    ids=["plain", "ema+decay+noise", "f-noise+partial+clean"],
+)
 def test_an_interrupted_run_resumes_with_exactly_the_same_losses(
-    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path, averaged: bool
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path, overrides: list[str]
 ) -> None:
-    if averaged:  # the weight average, decayed learning rates and noise draws are state too
-        tiny_cfg = load_train_config(
-            "tiny",
-            ["optim.ema=0.9", "schedule.decay_from=0.3", "loss.pseudo_noise=0.01"],
-            base=tiny_cfg.to_dict(),
-        )
+    tiny_cfg = load_train_config("tiny", overrides, base=tiny_cfg.to_dict())
     full = Recorder()
     train(tiny_cfg, tmp_path / "full", reporter=full, data=tiny_data, printer=None)
 
@@ -281,32 +291,6 @@ def test_partial_blur_pairs_lie_between_the_clean_and_the_blurred(
     partial, _ = _one_step(cfg, tiny_data)
     # G starts as the identity: a less blurred pseudo input is closer to its target
     assert partial["loss_cycle"] < full["loss_cycle"]
-
-
-def test_a_run_with_noise_resumes_exactly(
-    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
-) -> None:
-    cfg = load_train_config(
-        "tiny",
-        ["model.physics_noise=true", "loss.partial_blur=0.5", "loss.forward_cycle=0"],
-        base=tiny_cfg.to_dict(),
-    )
-    full = Recorder()
-    train(cfg, tmp_path / "full", reporter=full, data=tiny_data, printer=None)
-    cut = Recorder(fail_after_eval_at=3)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", reporter=cut, data=tiny_data, printer=None)
-    resumed = Recorder()
-    train(
-        cfg,
-        tmp_path / "cut",
-        reporter=resumed,
-        data=tiny_data,
-        printer=None,
-        resume=tmp_path / "cut" / "last.pt",
-    )
-    for step in (4, 5, 6):
-        assert resumed.losses[step] == full.losses[step], step
 
 
 def test_the_generator_file_carries_what_its_training_data_was_like(

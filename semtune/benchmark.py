@@ -19,7 +19,14 @@ from tqdm import tqdm
 from semtune.baselines import METHODS, restore
 from semtune.data.degrade import ALL_SETS, SETS
 from semtune.io import ImageReadError
-from semtune.scoring import Method, load_scoring_data, score, to_markdown, write_outputs
+from semtune.scoring import (
+    Method,
+    check_outputs,
+    load_scoring_data,
+    score,
+    to_markdown,
+    write_outputs,
+)
 
 __all__ = ["classical_methods", "main", "add_scoring_args"]
 
@@ -52,7 +59,13 @@ def add_scoring_args(p: argparse.ArgumentParser) -> None:
         choices=ALL_SETS,
         help="synthetic sets: the paper's A B C (default) and their noisy variants A+n B+n C+n",
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output folder (table.csv, table.md, examples.png; kept unless --overwrite)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the tables already in --out")
     p.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (default 256)")
     p.add_argument("--crops", type=int, default=64, help="number of test crops (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the crops and degradations")
@@ -82,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = time.monotonic()
     try:
+        check_outputs(args.out, overwrite=args.overwrite)
         data = load_scoring_data(
             args.data,
             args.sets,
@@ -90,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             crop_bar=args.crop_bar,
         )
-    except (ImageReadError, ValueError) as exc:
+    except (ImageReadError, ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path, reason in data.skipped:
@@ -111,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data, methods, progress=lambda m: (bar.set_postfix_str(m), bar.update(1))
     )
     bar.close()
-    paths = write_outputs(table, examples, args.out, title=_title(args))
+    paths = write_outputs(table, examples, args.out, title=_title(args), overwrite=args.overwrite)
     print(to_markdown(table))
     print(f"wrote {paths['csv']}, {paths['md']}, {paths['png']} in {time.monotonic() - t0:.0f} s")
     return 0

@@ -67,7 +67,45 @@ def _inputs(items: Sequence[Path]) -> list[Path]:
             files.append(item)
         else:
             raise ImageReadError(f"{item}: no such file or folder")
-    return files
+    unique = {f.resolve(): f for f in reversed(files)}  # a file named twice is restored once
+    return [f for f in files if unique.get(f.resolve()) is f]
+
+
+def _plan_outputs(
+    files: Sequence[Path], out: Path, jpeg_quality: int, *, overwrite: bool, report: bool
+) -> dict[Path, Path]:
+    """Each input's output file, or a ValueError that says why the outputs would lose work:
+    ``out`` is a file or holds an input (the originals are never written over, even with
+    ``overwrite``), two inputs would be written to one name, or outputs exist already and
+    ``overwrite`` is off."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"-o {out} is a file; name a folder for the restored images")
+    where = out.resolve()
+    targets: dict[Path, Path] = {}
+    for f in files:
+        if f.resolve().parent == where:
+            raise ValueError(
+                f"-o {out} is the folder of the input {f}: name another folder, the originals "
+                "are never written over"
+            )
+        target = out / f"{f.stem}{_suffix(f, 8, jpeg_quality)}"
+        if target in targets:
+            raise ValueError(
+                f"{targets[target]} and {f} would both be written to {target}: restore them "
+                "into separate folders (-o), or rename one"
+            )
+        targets[target] = f
+    if not overwrite:
+        existing = [t for t in targets if t.exists()]
+        if report and (out / "report" / "report.html").exists():
+            existing.append(out / "report" / "report.html")
+        if existing:
+            shown = ", ".join(t.name for t in existing[:3]) + (", ..." if len(existing) > 3 else "")
+            raise ValueError(
+                f"-o {out} already holds {len(existing)} of the outputs ({shown}): pass "
+                "--overwrite to replace them, or name another folder"
+            )
+    return {f: t for t, f in targets.items()}
 
 
 def provenance(model: str, file: GeneratorFile | None = None) -> str:
@@ -110,7 +148,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="generator: a checkpoint file (generator.pt / best.pt) or models:/NAME@ALIAS, "
         "models:/NAME/VERSION, runs:/RUN_ID/PATH",
     )
-    p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        type=Path,
+        help="output folder (never an input's folder; existing outputs are kept unless "
+        "--overwrite)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace restored images (and a report) already in the output folder",
+    )
     p.add_argument(
         "--report",
         action="store_true",
@@ -158,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         files = _inputs(args.inputs)
+        targets = _plan_outputs(
+            files, args.out, args.jpeg_quality, overwrite=args.overwrite, report=args.report
+        )
         model = load_model_file(args.model, device)
     except (ImageReadError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -187,7 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             assessments.append(a)
         if img.bar is not None and img.bar_rows and not args.crop_bar:
             restored = torch.cat([restored, img.bar.to(restored.dtype)], dim=-2)
-        target = args.out / f"{path.stem}{_suffix(path, img.bit_depth, args.jpeg_quality)}"
+        target = targets[path].with_suffix(_suffix(path, img.bit_depth, args.jpeg_quality))
+        if target != targets[path] and target.exists() and not args.overwrite:
+            print(f"skipped: {path}: {target} exists (--overwrite replaces it)", file=sys.stderr)
+            failed += 1
+            continue
         write_image(
             target,
             restored,

@@ -14,7 +14,14 @@ from semtune.benchmark import add_scoring_args
 from semtune.enhance import load_model
 from semtune.inference import restore_batch
 from semtune.io import ImageReadError
-from semtune.scoring import Method, load_scoring_data, score, to_markdown, write_outputs
+from semtune.scoring import (
+    Method,
+    check_outputs,
+    load_scoring_data,
+    score,
+    to_markdown,
+    write_outputs,
+)
 
 __all__ = ["generator_method", "main"]
 
@@ -44,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_scoring_args(p)
     args = p.parse_args(argv)
     try:
+        check_outputs(args.out, overwrite=args.overwrite)
         data = load_scoring_data(
             args.data,
             args.sets,
@@ -53,11 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             crop_bar=args.crop_bar,
         )
         method = generator_method(args.model)
-    except (ImageReadError, FileNotFoundError, ValueError) as exc:
+    except (ImageReadError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     table, examples = score(data, {"cyclegan": method})
-    paths = write_outputs(table, examples, args.out, title=f"Generator {args.model}")
+    paths = write_outputs(
+        table, examples, args.out, title=f"Generator {args.model}", overwrite=args.overwrite
+    )
     print(to_markdown(table))
     print(f"wrote {paths['csv']}, {paths['md']}, {paths['png']}")
     return 0

@@ -136,9 +136,7 @@ def grid_crops(image: Tensor, size: int, per_axis: int) -> Tensor:
     for extent in image.shape[-2:]:
         n = min(per_axis, math.ceil(extent / size))
         starts.append(sorted({round(v) for v in np.linspace(0, extent - size, n)}))
-    return torch.stack(
-        [image[:, y : y + size, x : x + size] for y in starts[0] for x in starts[1]]
-    )
+    return torch.stack([image[:, y : y + size, x : x + size] for y in starts[0] for x in starts[1]])
 
 
 def self_check(

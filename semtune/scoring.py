@@ -155,17 +155,36 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+OUTPUT_NAMES = {"csv": "table.csv", "md": "table.md", "png": "examples.png"}
+
+
+def check_outputs(out: str | Path, *, overwrite: bool = False) -> None:
+    """Raise ``FileExistsError`` naming the file when ``out`` already holds a scoring output
+    (of a benchmark or an evaluation) and ``overwrite`` is off: call it before the work."""
+    if overwrite:
+        return
+    for name in OUTPUT_NAMES.values():
+        if (Path(out) / name).exists():
+            raise FileExistsError(
+                f"{Path(out) / name} exists (an earlier benchmark or evaluation): pass "
+                "--overwrite to replace it, or name another --out"
+            )
+
+
 def write_outputs(
     table: pd.DataFrame,
     examples: dict[str, dict[str, Tensor]],
     out: str | Path,
     *,
     title: str = "",
+    overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Write ``table.csv``, ``table.md`` and ``examples.png`` into ``out``."""
+    """Write ``table.csv``, ``table.md`` and ``examples.png`` into ``out`` (see
+    ``check_outputs``: existing ones are replaced only with ``overwrite``)."""
     out = Path(out)
+    check_outputs(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "table.csv", "md": out / "table.md", "png": out / "examples.png"}
+    paths = {key: out / name for key, name in OUTPUT_NAMES.items()}
     table.to_csv(paths["csv"], index=False, float_format="%.6g")
     paths["md"].write_text((f"{title}\n\n" if title else "") + to_markdown(table))
     _figure(examples, paths["png"])

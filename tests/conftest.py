@@ -27,6 +27,45 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 torch.set_num_threads(1)
 
 
+# -- nothing outside the tmp folders ---------------------------------------------------------------
+
+# Where a careless test would write a user's own things: the MLflow store that semtune.search
+# and enhance use by default (./mlruns, in the project and in the working folder) and Ray's
+# token folder. Their contents (names and modification times) must be the same after the run.
+_GUARDED = (REPO_ROOT / "mlruns", Path.cwd() / "mlruns", Path.home() / ".ray")
+
+
+def _snapshot(paths: tuple[Path, ...]) -> dict[str, list[tuple[str, int]] | None]:
+    return {
+        str(p): sorted((str(f), f.stat().st_mtime_ns) for f in p.rglob("*")) if p.exists() else None
+        for p in paths
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _touch_nothing_outside_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fails the run if any test wrote to ./mlruns or ~/.ray, or to the developer's
+    ``$MLFLOW_TRACKING_URI``: for the session that variable points at a tripwire store in a tmp
+    folder (subprocesses inherit it), which must still be absent at the end."""
+    before = _snapshot(_GUARDED)
+    tripwire = tmp_path_factory.mktemp("tripwire") / "mlruns"
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tripwire / 'mlflow.db'}"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    after = _snapshot(_GUARDED)
+    changed = [p for p in before if before[p] != after[p]]
+    assert not changed, f"the tests wrote outside their tmp folders: {changed}"
+    assert not tripwire.exists(), (
+        "a test used $MLFLOW_TRACKING_URI (the developer's store) instead of its own"
+    )
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -104,3 +104,46 @@ def test_cli_keeps_bit_depth_size_and_the_data_bar(tmp_path: Path, sample_train_
 def test_cli_names_a_missing_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path / "nope.png"), "--model", "x.pt", "-o", str(tmp_path)]) == 2
     assert "nope.png" in capsys.readouterr().err
+
+
+def _tiny_model(tmp_path: Path, sample_train_dir: Path) -> Path:
+    cfg = load_train_config("tiny", [f"data.clean_dir={sample_train_dir}"])
+    return export_generator(build_state(cfg, torch.device("cpu")), tmp_path / "g.pt")
+
+
+def test_cli_never_writes_over_originals_or_earlier_outputs(
+    tmp_path: Path, sample_train_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = str(_tiny_model(tmp_path, sample_train_dir))
+    rng = np.random.default_rng(0)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "x.tif", (rng.random((64, 80)) * 255).astype(np.uint8))
+    original = (tmp_path / "a" / "x.tif").read_bytes()
+    # -o naming an input's folder: refused, with or without --overwrite
+    for extra in ([], ["--overwrite"]):
+        assert main([str(tmp_path / "a"), "--model", model, "-o", str(tmp_path / "a"), *extra]) == 2
+        assert "originals are never written over" in capsys.readouterr().err
+    assert (tmp_path / "a" / "x.tif").read_bytes() == original
+    # two inputs with one name: refused before anything is written
+    assert (
+        main(
+            [str(tmp_path / "a"), str(tmp_path / "b"), "--model", model, "-o", str(tmp_path / "o")]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "would both be written to" in err and str(tmp_path / "b" / "x.tif") in err
+    assert not (tmp_path / "o").exists()
+    # an existing output is kept unless --overwrite
+    out = tmp_path / "o"
+    assert main([str(tmp_path / "a"), "--model", model, "-o", str(out)]) == 0
+    (out / "x.tif").write_bytes(b"earlier work")
+    assert main([str(tmp_path / "a"), "--model", model, "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "x.tif").read_bytes() == b"earlier work"
+    assert main([str(tmp_path / "a"), "--model", model, "-o", str(out), "--overwrite"]) == 0
+    assert tifffile.imread(out / "x.tif").shape == (64, 80)
+    # -o naming a file: a message, not a traceback
+    assert main([str(tmp_path / "a"), "--model", model, "-o", str(out / "x.tif")]) == 2
+    assert "is a file" in capsys.readouterr().err

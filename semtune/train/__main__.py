@@ -73,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         resume = args.out / "last.pt"
         if not resume.exists():
             p.error(f"--resume: {resume} does not exist")
+    elif args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        held = (
+            ", ".join(sorted(f.name for f in args.out.iterdir())[:4]) if args.out.is_dir() else ""
+        )
+        p.error(
+            f"--out {args.out} is not an empty folder ({held or 'a file'}): --resume continues "
+            "the run in it; name another folder for a new run (nothing was overwritten)"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     try:

@@ -366,6 +366,13 @@ def test_train_cli_takes_blurred_and_clean_folders_and_warns_when_the_blur_is_un
     assert "degraded as own (" in printed
     saved = (out / "config.json").read_text()
     assert str(sample_train_dir) in saved and '"val_set": "own"' in saved
+    # the same --out again without --resume: refused, the run's files untouched
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", "tiny", "--clean", str(sample_train_dir), "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "is not an empty folder" in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
 
 
 def test_clean_share_gives_g_cleaner_pseudo_inputs(

@@ -68,7 +68,7 @@ def _trials(storage: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_a_study_killed_with_sigkill_resumes_without_repeating_finished_trials(
-    tmp_path: Path, repo_root: Path, sample_train_dir: Path
+    tmp_path: Path, sample_train_dir: Path
 ) -> None:
     space = tmp_path / "resume-test.yaml"
     space.write_text(
@@ -97,11 +97,13 @@ def test_a_study_killed_with_sigkill_resumes_without_repeating_finished_trials(
     )
     out = tmp_path / "out"
     storage = f"sqlite:///{out / 'optuna.db'}"
+    store = tmp_path / "mlruns" / "mlflow.db"  # its own MLflow store, never ./mlruns
     cmd = [sys.executable, "-m", "semtune.search", "--space", str(space), "--out", str(out)]
+    cmd += ["--tracking-uri", f"sqlite:///{store}"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
     env.pop("SEMTUNE_FAULT_INJECT_CRASH_ONCE", None)
     log = (tmp_path / "first.log").open("w")
-    driver = subprocess.Popen(cmd, cwd=repo_root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     family: set[int] = set()
     try:
         # Kill once one trial is complete and the next has two results in the study folder
@@ -146,10 +148,11 @@ def test_a_study_killed_with_sigkill_resumes_without_repeating_finished_trials(
     assert finished_before and len(finished_before) < TRIALS
 
     resumed = subprocess.run(
-        [*cmd, "--resume"], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300
+        [*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
+    assert store.exists()
     table = pd.read_csv(out / "results.csv")
     assert len(table) == TRIALS and set(table["status"]) == {"done"}
     trials = _trials(storage)

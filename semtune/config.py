@@ -8,6 +8,7 @@ rejects unknown keys and ill-typed values with an error that names the source an
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -173,6 +174,25 @@ def _build(cls: type[T], data: Any, source: str, where: str) -> T:
         raise ConfigError(f"{source}: {label}: {exc}") from exc
 
 
+def as_number(value: Any) -> float | None:
+    """``value`` as a float, or None when it is not a number. Strings that spell one are read
+    (YAML 1.1, as PyYAML reads it, takes ``1e-3`` and ``5e-5`` for strings), so are YAML's
+    ``.nan``/``.inf``: callers must still check that the number is finite."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in (".nan", ".inf", "+.inf", "-.inf"):
+            text = text.replace(".", "")
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return None
+
+
 def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -218,9 +238,12 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
             raise ConfigError(f"{source}: {path}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        number = as_number(value)
+        if number is None:
             raise ConfigError(f"{source}: {path}: expected a number, got {value!r}")
-        return float(value)
+        if not math.isfinite(number):
+            raise ConfigError(f"{source}: {path}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{source}: {path}: expected a string, got {value!r}")

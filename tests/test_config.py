@@ -87,3 +87,27 @@ def test_override_into_a_value_is_an_error() -> None:
         apply_overrides({"loss": 3}, ["loss.gamma=1"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override("loss.gamma")
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
+@pytest.mark.parametrize("key", ["loss.gamma", "optim.lr", "loss.pseudo_noise"])
+def test_yaml_nan_and_inf_are_refused_with_the_key(key: str, value: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=rf"{key}: must be a finite number"):
+        load_train_config("tiny", [f"{key}={value}"])
+    section, name = key.split(".")
+    f = tmp_path / "c.yaml"
+    f.write_text(f"{section}:\n  {name}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"c\.yaml: {key}: must be a finite number"):
+        load_train_config(f)
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML) reads 1e-3 without a dot as a string
+    assert load_train_config("tiny", ["optim.lr=1e-3"]).optim.lr == pytest.approx(1e-3)
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  lr: 2e-4\n")
+    assert load_train_config(f).optim.lr == pytest.approx(2e-4)
+    with pytest.raises(ConfigError, match="lr must be > 0, got -0.001"):
+        load_train_config("tiny", ["optim.lr=-1e-3"])
+    with pytest.raises(ConfigError, match=r"model\.width: (expected an integer|must be a finite number)"):
+        load_train_config("tiny", ["model.width=.nan"])

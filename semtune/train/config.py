@@ -35,12 +35,12 @@ EdgeOperator = Literal["sobel", "kirsch", "scharr", "prewitt", "laplacian"]
 
 
 def _positive(name: str, value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # NaN fails too
         raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
 def _non_negative(name: str, value: float) -> None:
-    if value < 0:
+    if not value >= 0:  # NaN fails too
         raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 

@@ -20,6 +20,7 @@ import optuna
 
 from semtune.config import (
     ConfigError,
+    as_number,
     from_dict,
     get_path,
     load_yaml,
@@ -155,7 +156,7 @@ class SchedulerSpec:
     def __post_init__(self) -> None:
         if self.grace_period is not None and self.grace_period < 1:
             raise ValueError(f"grace_period must be >= 1 step, got {self.grace_period}")
-        if self.reduction_factor <= 1:
+        if not self.reduction_factor > 1:  # NaN fails too
             raise ValueError(f"reduction_factor must be > 1, got {self.reduction_factor}")
 
 
@@ -370,9 +371,10 @@ def parse_space(
         )
     concurrency = _int(data.get("concurrency", 1), source, "concurrency", minimum=1)
     max_failures = _int(data.get("max_failures", 2), source, "max_failures", minimum=0)
-    time_budget = data.get("time_budget_s", 0.0)
-    if isinstance(time_budget, bool) or not isinstance(time_budget, int | float) or time_budget < 0:
-        raise ConfigError(f"{source}: time_budget_s: expected seconds >= 0, got {time_budget!r}")
+    raw_budget = data.get("time_budget_s", 0.0)
+    time_budget = as_number(raw_budget)
+    if time_budget is None or not math.isfinite(time_budget) or time_budget < 0:
+        raise ConfigError(f"{source}: time_budget_s: expected seconds >= 0, got {raw_budget!r}")
     storage = data.get("storage")
     if storage is not None and (not isinstance(storage, str) or "://" not in storage):
         raise ConfigError(
@@ -520,9 +522,10 @@ def _parse_base(
 
 
 def _number(value: Any, source: str, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    number = as_number(value)
+    if number is None or not math.isfinite(number):
         raise ConfigError(f"{source}: {key}: expected a finite number, got {value!r}")
-    return value
+    return int(number) if isinstance(value, int) else number
 
 
 def _parse_params(space: Any, source: str, cfg: TrainConfig) -> tuple[Param, ...]:

@@ -294,3 +294,29 @@ def test_importances_are_skipped_for_too_few_trials_or_a_single_parameter(tmp_pa
     assert max(imp, key=imp.get) == "loss.gamma"
     single = load_space(_write(tmp_path, _with(space={"loss.gamma": GOOD["space"]["loss.gamma"]})))
     assert plot_importances(study, single, tmp_path / "x.png")[0] is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "pattern"),
+    [
+        ({"scheduler": {"name": "asha", "reduction_factor": float("nan")}}, "reduction_factor"),
+        ({"time_budget_s": float("nan")}, "time_budget_s"),
+        ({"time_budget_s": float("inf")}, "time_budget_s"),
+        ({"space__loss.gamma__low": float("nan")}, r"space\.loss\.gamma\.low"),
+        ({"space__loss.gamma__high": float("inf")}, r"space\.loss\.gamma\.high"),
+    ],
+)
+def test_nan_and_inf_in_a_study_file_are_refused_with_the_key(
+    tmp_path: Path, changes: dict[str, Any], pattern: str
+) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        load_space(_write(tmp_path, _with(**changes)))
+
+
+def test_exponent_form_bounds_in_a_study_file_are_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    text = yaml.safe_dump(GOOD, sort_keys=False)
+    path.write_text(text.replace("low: 1.0e-05", "low: 5e-5"))
+    assert "low: 5e-5" in path.read_text()
+    lr = next(p for p in load_space(path).space if p.path == "optim.lr")
+    assert lr.low == pytest.approx(5e-5)

@@ -109,5 +109,7 @@ def test_numbers_in_exponent_form_are_numbers(tmp_path: Path) -> None:
     assert load_train_config(f).optim.lr == pytest.approx(2e-4)
     with pytest.raises(ConfigError, match="lr must be > 0, got -0.001"):
         load_train_config("tiny", ["optim.lr=-1e-3"])
-    with pytest.raises(ConfigError, match=r"model\.width: (expected an integer|must be a finite number)"):
+    with pytest.raises(
+        ConfigError, match=r"model\.width: (expected an integer|must be a finite number)"
+    ):
         load_train_config("tiny", ["model.width=.nan"])

@@ -268,7 +268,10 @@ def train(
     csv_log = _CsvLog(out_dir / "metrics.csv")
     sched = cfg.schedule
     last_metrics: dict[str, float] = dict(state.history[-1]) if state.history else {}
-    t0 = time.monotonic()  # the estimate below is part of the training time
+    # the estimate below is part of the training time; a resumed run carries on the clock of
+    # the checkpoint it resumes from, so that time_budget_s counts the whole run, not each part
+    trained_before = float(state.history[-1].get("train_seconds", 0.0)) if state.history else 0.0
+    t0 = time.monotonic() - (trained_before if resume is not None else 0.0)
     if printer is not None:
         for note in data.notes:
             printer(f"WARNING: {note}")

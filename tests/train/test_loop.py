@@ -293,6 +293,33 @@ def test_partial_blur_pairs_lie_between_the_clean_and_the_blurred(
     assert partial["loss_cycle"] < full["loss_cycle"]
 
 
+def test_a_resumed_run_counts_the_time_already_trained_against_its_budget(
+    tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
+) -> None:
+    """Without this, every retry or resume of a trial got a fresh time_budget_s and trained
+    longer than the trials that never failed."""
+    import torch
+
+    from semtune.train.state import save_checkpoint
+
+    cfg = load_train_config("tiny", ["schedule.time_budget_s=5000"], base=tiny_cfg.to_dict())
+    cut = Recorder(fail_after_eval_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path, reporter=cut, data=tiny_data, printer=None)
+    assert cut.evals[3]["train_seconds"] < 100
+    # the checkpoint says the whole budget was trained before the interruption
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    ckpt["history"][-1]["train_seconds"] = 5000.0
+    save_checkpoint(ckpt, tmp_path / "last.pt")
+    resumed = Recorder()
+    result = train(
+        cfg, tmp_path, reporter=resumed, data=tiny_data, printer=None, resume=tmp_path / "last.pt"
+    )
+    assert cfg.schedule.steps > 4
+    assert result.step == 4  # no budget left: it stops after its first step
+    assert resumed.evals[4]["train_seconds"] >= 5000
+
+
 def test_the_generator_file_carries_what_its_training_data_was_like(
     tiny_cfg: TrainConfig, tiny_data: TrainingData, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -22,7 +23,7 @@ def rate(threads: int, steps: int, policy: str) -> float:
     env = dict(os.environ, OMP_WAIT_POLICY=policy, PYTHONUNBUFFERED="1")
     cmd = [
         sys.executable, "-m", "semtune.train", "--config", "cpu", "--out",
-        f"/tmp/semtune-bench-threads-{threads}-{os.getpid()}",
+        f"{tempfile.mkdtemp(prefix='semtune-bench-threads-')}/run",
         "--set", f"runtime.threads={threads}", "--set", f"schedule.steps={steps}",
         "--set", f"schedule.eval_every={steps}", "--set", "schedule.log_every=20",
         "--set", "schedule.time_budget_s=0", "--set", "model.physics_init=sigma",

@@ -198,6 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="treat the whole frame as sample content (no data-bar detection)",
     )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="skip images with more pixels than this, checked before decoding (default: "
+        "$SEMTUNE_MAX_PIXELS, else 16384 x 16384 = 268 M; restoring takes about 18 bytes per "
+        "pixel)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     args = p.parse_args(argv)
     if not 0 <= args.jpeg_quality <= 95:
@@ -223,12 +232,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = 0
     for path in tqdm(files, desc="enhance", unit="image", disable=len(files) < 2, file=sys.stderr):
         try:
-            img = read_image(path, crop_bar=not args.no_bar_detect)
+            img = read_image(path, crop_bar=not args.no_bar_detect, max_pixels=args.max_pixels)
         except ImageReadError as exc:
             print(f"skipped: {exc}", file=sys.stderr)
             failed += 1
             continue
-        restored = enhance_image(g, img.data, tile=args.tile, overlap=args.overlap)[0].cpu()
+        h, w = img.data.shape[-2:]
+        keep_bar = img.bar is not None and img.bar_rows and not args.crop_bar
+        try:
+            # one frame for the result and the data bar: restored in place, never copied
+            frame = torch.empty(1, h + (img.bar_rows if keep_bar else 0), w, device=device)
+            enhance_image(g, img.data, tile=args.tile, overlap=args.overlap, out=frame[None, :, :h])
+        except (MemoryError, RuntimeError) as exc:  # torch: RuntimeError / OutOfMemoryError
+            if not isinstance(exc, MemoryError | torch.OutOfMemoryError) and (
+                "can't allocate memory" not in str(exc)
+            ):
+                raise
+            print(
+                f"skipped: {path}: not enough memory to restore it ({h}x{w}; a smaller --tile "
+                "lowers the network's share)",
+                file=sys.stderr,
+            )
+            failed += 1
+            continue
+        if keep_bar:
+            assert img.bar is not None
+            frame[:, h:] = img.bar.to(frame.device, frame.dtype)
+        frame = frame.cpu()
+        restored = frame[:, :h]
         if args.report:
             a = assess(
                 path.name, img.data[None], restored[None], info, lambda x: restore_batch(g, x)
@@ -238,8 +269,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             a.sheet = sheet.name
             assessments.append(a)
-        if img.bar is not None and img.bar_rows and not args.crop_bar:
-            restored = torch.cat([restored, img.bar.to(restored.dtype)], dim=-2)
         target = targets[path].with_suffix(_suffix(path, img.bit_depth, args.jpeg_quality))
         if target != targets[path] and target.exists() and not args.overwrite:
             print(f"skipped: {path}: {target} exists (--overwrite replaces it)", file=sys.stderr)
@@ -247,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         write_image(
             target,
-            restored,
+            frame,
             bit_depth=img.bit_depth,
             metadata=read_metadata(path),
             provenance=stamp,

@@ -27,9 +27,12 @@ the NFFA images this is 125-161 rows). :func:`read_image` crops those rows unles
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +59,29 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
+
+# Images above this many pixels are refused before decoding (a 16384 x 16384 frame is the
+# limit: enhance needs about 18 bytes per pixel of it, 4.8 GB there). Raise it with the
+# environment variable SEMTUNE_MAX_PIXELS, ``read_image(max_pixels=...)`` or
+# ``semtune.enhance --max-pixels``.
+DEFAULT_MAX_PIXELS = 16384 * 16384
+MAX_PIXELS_ENV = "SEMTUNE_MAX_PIXELS"
+
+
+def pixel_limit() -> int:
+    """The pixel limit: ``$SEMTUNE_MAX_PIXELS`` if set, else :data:`DEFAULT_MAX_PIXELS`."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be a positive number of pixels, got {raw!r}")
+    return value
+
+
 _JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 # Rec. 601 luma, the weights Pillow's "L" conversion uses, so a converted image matches what
@@ -336,12 +362,27 @@ def _png_header_depth(path: Path) -> int | None:
     return head[24]
 
 
-def _decode_tiff(path: Path) -> np.ndarray:
+def _check_pixels(path: Path, height: int, width: int, limit: int) -> None:
+    if height * width > limit:
+        raise ImageReadError(
+            path,
+            f"image is {height}x{width} (HxW), {height * width / 1e6:.0f} M pixels, above the "
+            f"limit of {limit / 1e6:.0f} M (set {MAX_PIXELS_ENV} or --max-pixels to allow it; "
+            "restoring takes about 18 bytes per pixel)",
+        )
+
+
+def _decode_tiff(path: Path, limit: int) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
         pages = len(tif.pages)
         if pages == 0:
             raise ImageReadError(path, "TIFF file has no image pages")
         page = tif.pages.first
+        shape = page.shape
+        axes = page.axes
+        height = shape[axes.index("Y")] if "Y" in axes else shape[0]
+        width = shape[axes.index("X")] if "X" in axes else shape[-1]
+        _check_pixels(path, height, width, limit)
         array = page.asarray()
         axes = page.axes
     if pages > 1:
@@ -353,9 +394,23 @@ def _decode_tiff(path: Path) -> np.ndarray:
     return array
 
 
-def _decode_pil(path: Path) -> tuple[np.ndarray, bool]:
+@contextlib.contextmanager
+def _pillow_limit() -> Iterator[None]:
+    """Pillow's own decompression-bomb check off while opening: ours reads the same header
+    right after ``Image.open`` (which decodes nothing) and names the limit and how to raise it.
+    Pillow's default (89 M pixels) would warn below our limit, and raise at twice that."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decode_pil(path: Path, limit: int) -> tuple[np.ndarray, bool]:
     """Pixel array and whether Pillow reduced a 16-bit colour PNG to 8 bits."""
-    with Image.open(path) as opened:
+    with _pillow_limit(), Image.open(path) as opened:
+        _check_pixels(path, opened.height, opened.width, limit)
         opened.load()
         im: Image.Image = opened
         if im.mode == "P":
@@ -373,14 +428,18 @@ def _decode_pil(path: Path) -> tuple[np.ndarray, bool]:
     return array, reduced
 
 
-def _decode(path: Path) -> tuple[np.ndarray, bool]:
+def _decode(path: Path, limit: int) -> tuple[np.ndarray, bool]:
     """Decode a file to its stored sample array; every decoder failure becomes ImageReadError."""
     try:
         if path.suffix.lower() in _TIFF_EXTENSIONS:
-            return _decode_tiff(path), False
-        return _decode_pil(path)
+            return _decode_tiff(path, limit), False
+        return _decode_pil(path, limit)
     except ImageReadError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"refused by Pillow as a decompression bomb: {exc}") from exc
+    except MemoryError as exc:
+        raise ImageReadError(path, "not enough memory to decode it") from exc
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as exc:
         # Pillow signals truncated or malformed files with OSError, SyntaxError (broken PNG
         # chunks), EOFError or struct errors; tifffile with TiffFileError (a ValueError).
@@ -389,14 +448,21 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
 
 
 def _scale(array: np.ndarray, path: Path) -> tuple[np.ndarray, int]:
-    """Samples to float64 in [0, 1] and the bit depth to write back at (see the module doc)."""
+    """Samples to float32 in [0, 1] and the bit depth to write back at (see the module doc).
+    Float32 holds 16-bit samples exactly (24-bit mantissa) at half the memory of float64."""
     if array.dtype == np.bool_:
-        return array.astype(np.float64), 8
+        return array.astype(np.float32), 8
     if array.dtype == np.uint8:
-        return array.astype(np.float64) / 255.0, 8
+        values = array.astype(np.float32)
+        values /= 255.0
+        return values, 8
     if array.dtype == np.uint16 or array.dtype == np.dtype(">u2"):
-        return array.astype(np.float64) / 65535.0, 16
-    values = array.astype(np.float64)
+        values = array.astype(np.float32)
+        values /= 65535.0
+        return values, 16
+    # float32 where it is exact (small integers, float16/32), float64 for wider types
+    exact32 = array.itemsize <= 2 or (array.dtype.kind == "f" and array.itemsize <= 4)
+    values = array.astype(np.float32 if exact32 else np.float64)
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(values).all():
             raise ImageReadError(path, "floating-point image contains NaN or infinite values")
@@ -446,20 +512,29 @@ def _check_min_size(min_size: int | None) -> None:
         raise ValueError(f"min_size must be a positive int or None, got {min_size!r}")
 
 
-def read_image(path: str | Path, *, crop_bar: bool = True, min_size: int | None = None) -> SEMImage:
+def read_image(
+    path: str | Path,
+    *,
+    crop_bar: bool = True,
+    min_size: int | None = None,
+    max_pixels: int | None = None,
+) -> SEMImage:
     """Read one SEM image as a float tensor in [0, 1], cropping the data bar.
 
     Args:
         path: A ``.png``, ``.jpg``/``.jpeg`` or ``.tif``/``.tiff`` file (case-insensitive).
         crop_bar: Detect the information bar (:func:`detect_data_bar`) and remove it.
         min_size: If given, the (cropped) image must be at least this many pixels in H and W.
+        max_pixels: Refuse images with more pixels, checked from the file's header before
+            decoding; None = :func:`pixel_limit` (``$SEMTUNE_MAX_PIXELS`` or 16384 x 16384).
 
     Returns:
         The image; ``data`` is ``(1, H, W)`` float32 in [0, 1].
 
     Raises:
         ImageReadError: Missing, unreadable, corrupt or non-image file, unsupported extension,
-            an image smaller than ``min_size``, or a constant image (e.g. all black).
+            an image smaller than ``min_size`` or larger than ``max_pixels``, a decompression
+            bomb, not enough memory to decode it, or a constant image (e.g. all black).
     """
     _check_min_size(min_size)
     file = Path(path)
@@ -471,7 +546,8 @@ def read_image(path: str | Path, *, crop_bar: bool = True, min_size: int | None 
         listed = ", ".join(IMAGE_EXTENSIONS)
         raise ImageReadError(file, f"unsupported extension {file.suffix!r}; expected {listed}")
 
-    array, reduced_png = _decode(file)
+    limit = pixel_limit() if max_pixels is None else max_pixels
+    array, reduced_png = _decode(file, limit)
     if array.size == 0:
         raise ImageReadError(file, f"image is empty (shape {array.shape})")
     values, bit_depth = _scale(array, file)
@@ -499,6 +575,7 @@ def read_image(path: str | Path, *, crop_bar: bool = True, min_size: int | None 
         raise ImageReadError(
             file, f"image is {kept.shape[0]}x{kept.shape[1]} (HxW) {what}, smaller than {min_size}"
         )
+    del array, values  # what is not ``gray`` (colour planes, the decoded samples) can go
     data = torch.from_numpy(np.ascontiguousarray(kept, dtype=np.float32)).unsqueeze(0)
     bar = None
     if bar_rows:
@@ -605,13 +682,20 @@ def write_image(
         data = data[0]
     if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
         raise ValueError(f"data must have shape (1, H, W) or (H, W), got {tuple(data.shape)}")
-    values = data.detach().to("cpu", torch.float64).numpy()
-    if not np.isfinite(values).all():
-        raise ValueError(f"data contains NaN or infinite values; not writing {file}")
+    values = data.detach().to("cpu", torch.float32).numpy()  # may share data's memory
     file.parent.mkdir(parents=True, exist_ok=True)
 
     top = 255 if bit_depth == 8 else 65535
     dtype = np.uint8 if bit_depth == 8 else np.uint16
-    samples = np.round(np.clip(values, 0.0, 1.0) * top).astype(dtype)
+    # rounded in float64 as before, in blocks of rows: no full-size float64 copy of a large image
+    samples = np.empty(values.shape, dtype)
+    rows = max(1, (1 << 20) // values.shape[1])
+    for r in range(0, values.shape[0], rows):
+        block = values[r : r + rows].astype(np.float64)
+        if not np.isfinite(block).all():
+            raise ValueError(f"data contains NaN or infinite values; not writing {file}")
+        np.clip(block, 0.0, 1.0, out=block)
+        block *= top
+        samples[r : r + rows] = np.round(block, out=block)
     # A uint16 array becomes Pillow mode "I;16", which PNG stores as 16-bit gray.
     save(file, samples, metadata, provenance=provenance, quality=quality)

@@ -643,3 +643,65 @@ def test_sub_folders_are_read_only_when_recursive(tmp_path: Path) -> None:
 
 def test_image_extensions_are_the_documented_ones() -> None:
     assert IMAGE_EXTENSIONS == (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------------------------
+# Size limits: checked from the header, before decoding
+# --------------------------------------------------------------------------------------------
+
+
+def _png_claiming(path: Path, h: int, w: int) -> None:
+    """A PNG whose header claims h x w 8-bit gray pixels, with a few compressed rows of zeros:
+    a decompression bomb's header (decoding it would take h * w bytes)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1) * 4))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bomb = tmp_path / "bomb.png"
+    _png_claiming(bomb, 60000, 60000)  # 3.6 G pixels claimed, 1 kB on disk
+    with pytest.raises(ImageReadError, match=r"60000x60000 .* above the limit of 268 M"):
+        read_image(bomb)
+    for ext in (".png", ".jpg", ".tif"):
+        f = tmp_path / f"ok{ext}"
+        write_image(f, torch.from_numpy(_texture(300, 400, seed=1)).float()[None])
+        with pytest.raises(ImageReadError, match=r"300x400 \(HxW\), 0 M pixels, above"):
+            read_image(f, max_pixels=300 * 400 - 1)
+        assert read_image(f, max_pixels=300 * 400, crop_bar=False).data.shape == (1, 300, 400)
+        monkeypatch.setenv("SEMTUNE_MAX_PIXELS", "1000")
+        with pytest.raises(ImageReadError, match="SEMTUNE_MAX_PIXELS"):
+            read_image(f)
+        monkeypatch.delenv("SEMTUNE_MAX_PIXELS")
+    # in a folder, the bomb is skipped and reported, the rest is read
+    got = read_folder(tmp_path, crop_bar=False)
+    assert [p.name for p, _ in got.skipped] == ["bomb.png"]
+    assert len(got.images) == 3
+
+
+def test_pillows_own_bomb_check_becomes_a_skip_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pillow refuses images over twice its MAX_IMAGE_PIXELS while opening, before our check
+    import semtune.io as io
+
+    bomb = tmp_path / "bomb.png"
+    _png_claiming(bomb, 30000, 30000)
+    monkeypatch.setattr(io.Image, "open", _opening_raises_a_bomb_error)
+    with pytest.raises(ImageReadError, match="decompression bomb"):
+        read_image(bomb)
+
+
+def _opening_raises_a_bomb_error(*_args: object, **_kwargs: object) -> Image.Image:
+    raise Image.DecompressionBombError("Image size (900000000 pixels) exceeds limit")

@@ -1,4 +1,4 @@
-"""benchmark and evaluate: the same crops and columns, and neither writes over the other's tables."""
+"""benchmark and evaluate: the same crops and columns, and neither writes over the other."""
 
 from __future__ import annotations
 

@@ -47,15 +47,39 @@ if [[ -z "$mlflow_bin" ]]; then
     exit 2
 fi
 
-case "$host" in
-    0.0.0.0 | :: | "[::]")
+# Every address the server would bind: HOST, and any --host/-h among the extra arguments (the
+# last one wins in `mlflow server`, so all are checked). Each is resolved as uvicorn would
+# (HOST=0, 0x0, ::0 and names that resolve to them all mean "every interface").
+python_bin="$(dirname "$mlflow_bin")/python"
+[[ -x "$python_bin" ]] || python_bin="$(command -v python3)"
+hosts=("$host")
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[$i]}" in
+        --host | -h) hosts+=("${args[$((i + 1))]:-}") ;;
+        --host=*) hosts+=("${args[$i]#--host=}") ;;
+    esac
+done
+for h in "${hosts[@]}"; do
+    if "$python_bin" - "$h" <<'PY'
+import ipaddress, socket, sys
+name = sys.argv[1].strip().strip("[]")
+try:
+    infos = socket.getaddrinfo(name, None) if name else []
+except OSError:
+    sys.exit(1)  # unresolvable: mlflow itself will say so
+addresses = [ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos]
+sys.exit(0 if not name or any(a.is_unspecified for a in addresses) else 1)
+PY
+    then
         if [[ "${SEMTUNE_MLFLOW_ALLOW_ANY_HOST:-0}" != 1 ]]; then
-            echo "start-server.sh: refusing to bind $host (every interface): MLflow has no" \
+            echo "start-server.sh: refusing to bind '$h' (every interface): MLflow has no" \
                 "authentication by default. Bind 127.0.0.1 and use an SSH tunnel, or a private" \
                 "address (see mlflow/README.md); SEMTUNE_MLFLOW_ALLOW_ANY_HOST=1 overrides." >&2
             exit 2
-        fi ;;
-esac
+        fi
+    fi
+done
 
 # local stores: create their folders (a URL such as postgresql:// or s3:// is left alone)
 if [[ "$backend" == sqlite:///* ]]; then

@@ -62,6 +62,25 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     ".pytest_cache/",
     ".ruff_cache/",
     ".mypy_cache/",
+    # secrets: never uploaded, whatever the folder (a job's files are readable on every node)
+    ".env",
+    ".env.*",
+    "*.token",
+    "auth_token",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "id_rsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    ".netrc",
+    ".git-credentials",
+    ".aws/",
+    ".ssh/",
+    ".ray/",
+    ".kube/",
+    ".gnupg/",
+    ".docker/config.json",
 )
 DEFAULT_OUT_ROOT = "~/semtune-studies"
 _TOKEN_FILE = Path("~/.ray/auth_token")
@@ -177,7 +196,13 @@ def prepare_auth(token_file: str | Path | None = None) -> str:
 
 
 def _flag_given(args: Sequence[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in args)
+    """Whether ``flag`` is among ``args``, also as argparse would read it: ``--flag=value`` or
+    abbreviated (``--ou`` for ``--out``)."""
+    for a in args:
+        name = a.split("=", 1)[0]
+        if name == flag or (name.startswith("--") and len(name) > 3 and flag.startswith(name)):
+            return True
+    return False
 
 
 def _set_overrides(search_args: Sequence[str]) -> list[str]:
@@ -253,6 +278,13 @@ def plan_job(
     wd = Path(working_dir).expanduser().resolve()
     if not wd.is_dir():
         raise SubmitError(f"--working-dir {working_dir}: not a folder")
+    home = Path.home().resolve()
+    if home.is_relative_to(wd) or wd == Path(wd.anchor):
+        what = "the root folder" if wd == Path(wd.anchor) else "or holds your home folder"
+        raise SubmitError(
+            f"--working-dir {working_dir} is {what}, whose keys and tokens would be uploaded "
+            "to the cluster: pass the project folder"
+        )
     space_path = Path(space).expanduser().resolve()
     if not space_path.is_file():
         raise SubmitError(f"--space {space}: no such file")

@@ -4,6 +4,7 @@ a real MLflow tracking server on loopback (started on first use, shared by the w
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,13 +43,24 @@ def _snapshot(paths: tuple[Path, ...]) -> dict[str, list[tuple[str, int]] | None
     }
 
 
+_TRIPWIRE: list[Path] = []
+
+
+def _quick_state() -> tuple[tuple[str, int | None], ...]:
+    """Cheap enough for every test: the guarded folders, their stores and Ray's token."""
+    paths = [*_GUARDED, *(p / "mlflow.db" for p in _GUARDED[:2]), _GUARDED[2] / "auth_token"]
+    return tuple((str(p), p.stat().st_mtime_ns if p.exists() else None) for p in paths)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _touch_nothing_outside_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Fails the run if any test wrote to ./mlruns or ~/.ray, or to the developer's
     ``$MLFLOW_TRACKING_URI``: for the session that variable points at a tripwire store in a tmp
-    folder (subprocesses inherit it), which must still be absent at the end."""
+    folder (subprocesses inherit it), which must still be absent at the end. Each test is
+    checked too (``_this_test_touched_nothing``), so that a failure names the test."""
     before = _snapshot(_GUARDED)
     tripwire = tmp_path_factory.mktemp("tripwire") / "mlruns"
+    _TRIPWIRE.append(tripwire)
     saved = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tripwire / 'mlflow.db'}"
     try:
@@ -64,6 +76,17 @@ def _touch_nothing_outside_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iter
     assert not tripwire.exists(), (
         "a test used $MLFLOW_TRACKING_URI (the developer's store) instead of its own"
     )
+
+
+@pytest.fixture(autouse=True)
+def _this_test_touched_nothing(_touch_nothing_outside_tmp: None) -> Iterator[None]:
+    before = _quick_state()
+    yield
+    after = _quick_state()
+    assert before == after, f"this test wrote outside its tmp folder: {before} -> {after}"
+    if _TRIPWIRE[0].exists():
+        shutil.rmtree(_TRIPWIRE[0])  # reported here, so that the next tests are judged alone
+        pytest.fail("this test used $MLFLOW_TRACKING_URI (the developer's store), not its own")
 
 
 @pytest.fixture(scope="session")

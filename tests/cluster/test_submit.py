@@ -222,3 +222,55 @@ def test_the_storage_path_is_a_uri_as_given_or_an_absolute_folder(tmp_path: Path
     assert tune_storage(out, "s3://bucket/semtune/gamma/") == "s3://bucket/semtune/gamma"
     rel = tune_storage(out, "shared/gamma")
     assert Path(rel).is_absolute() and rel.endswith("shared/gamma")
+
+
+@pytest.mark.parametrize("flag", ["--ou", "--trac=x", "--addr", "--spa"])
+def test_abbreviated_options_of_submit_are_refused_after_the_separator(
+    project: Path, flag: str
+) -> None:
+    # argparse reads --ou as --out: the check must too
+    with pytest.raises(SubmitError, match="after '--'"):
+        plan_job(
+            project / "spaces" / "s.yaml", working_dir=project, tracking_uri=URI, search_args=[flag]
+        )
+
+
+def test_the_home_folder_or_root_is_never_uploaded(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(project))  # the project folder is someone's home here
+    for wd in (project, Path("/")):
+        with pytest.raises(SubmitError, match="keys and tokens would be uploaded"):
+            plan_job(project / "spaces" / "s.yaml", working_dir=wd, tracking_uri=URI)
+    monkeypatch.setenv("HOME", str(project / "data"))  # home inside the working folder
+    with pytest.raises(SubmitError, match="holds your home folder"):
+        plan_job(project / "spaces" / "s.yaml", working_dir=project, tracking_uri=URI)
+
+
+def test_secret_files_are_left_out_of_the_upload(project: Path, tmp_path: Path) -> None:
+    from ray._private.runtime_env.packaging import create_package
+
+    secrets = [
+        ".env",
+        ".env.local",
+        "cluster.token",
+        ".ray/auth_token",
+        "server.pem",
+        "tls.key",
+        ".ssh/id_ed25519",
+        ".aws/credentials",
+        ".netrc",
+        ".git-credentials",
+        ".kube/config",
+        "sub/.env",
+    ]
+    for name in secrets:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("secret")
+    (project / "notes.txt").write_text("kept")
+    package = tmp_path / "pkg.zip"
+    create_package(str(project), package, include_gitignore=True, excludes=list(DEFAULT_EXCLUDES))
+    names = set(zipfile.ZipFile(package).namelist())
+    assert "notes.txt" in names and "spaces/s.yaml" in names
+    leaked = [n for n in names for s in secrets if n == s or n.startswith(s + "/")]
+    assert not leaked, leaked

@@ -177,8 +177,11 @@ def _worker(context: dict, trial_id: str) -> None:
     tracker.close("finished")
 
 
-def test_local_sqlite_store_loses_nothing_with_concurrent_trial_processes(tmp_path: Path) -> None:
+def test_local_sqlite_store_loses_nothing_with_concurrent_trial_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # without a server, Ray's trial processes write to one sqlite file at once
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store, in tmp_path
     uri = resolve_tracking_uri(None, default_dir=tmp_path / "study")
     check_server(uri)
     study = StudyTracker(uri, experiment="local", study_name="local-test")
@@ -204,7 +207,10 @@ def test_local_sqlite_store_loses_nothing_with_concurrent_trial_processes(tmp_pa
     assert exp.artifact_location == (tmp_path / "study" / "artifacts").resolve().as_uri()
 
 
-def test_trial_tracker_keeps_points_while_the_server_is_away(tmp_path: Path) -> None:
+def test_trial_tracker_keeps_points_while_the_server_is_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store, in tmp_path
     uri = resolve_tracking_uri(None, default_dir=tmp_path)
     study = StudyTracker(uri, experiment="flaky", study_name="flaky")
     study.start()
@@ -232,10 +238,37 @@ def test_trial_tracker_keeps_points_while_the_server_is_away(tmp_path: Path) -> 
 # -- the server script -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
-def test_start_script_refuses_to_bind_every_interface(repo_root: Path, host: str) -> None:
-    env = {**os.environ, "HOST": host, "MLFLOW": "/bin/true"}  # would "start" at once
+@pytest.mark.parametrize(
+    ("host", "args"),
+    [
+        ("0.0.0.0", []),
+        ("::", []),
+        ("0", []),  # what the literal check let through: uvicorn binds every interface
+        ("::0", []),
+        ("127.0.0.1", ["--host", "0"]),  # extra arguments reach `mlflow server`
+        ("127.0.0.1", ["--host=0x0"]),
+        ("127.0.0.1", ["-h", "[::]"]),
+    ],
+)
+def test_start_script_refuses_to_bind_every_interface(
+    repo_root: Path, tmp_path: Path, host: str, args: list[str]
+) -> None:
+    env = {**os.environ, "HOST": host, "MLFLOW": "/bin/true", "MLFLOW_STORE": str(tmp_path)}
     env.pop("SEMTUNE_MLFLOW_ALLOW_ANY_HOST", None)
+    out = subprocess.run(
+        ["bash", str(repo_root / "mlflow" / "start-server.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "refusing to bind" in out.stderr and "SSH tunnel" in out.stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
+def test_start_script_binds_loopback_addresses(repo_root: Path, tmp_path: Path, host: str) -> None:
+    env = {**os.environ, "HOST": host, "MLFLOW": "/bin/true", "MLFLOW_STORE": str(tmp_path)}
     out = subprocess.run(
         ["bash", str(repo_root / "mlflow" / "start-server.sh")],
         env=env,
@@ -243,8 +276,7 @@ def test_start_script_refuses_to_bind_every_interface(repo_root: Path, host: str
         text=True,
         timeout=30,
     )
-    assert out.returncode == 2
-    assert f"refusing to bind {host}" in out.stderr and "SSH tunnel" in out.stderr
+    assert out.returncode == 0, out.stderr
 
 
 def test_start_script_passes_the_documented_settings_to_mlflow(

@@ -843,13 +843,23 @@ class StudyTracker:
                 better, why = False, f"{objective} is NaN"
             if better:
                 self.client.set_registered_model_alias(model_name, alias, version)
+            # MLflow has no compare-and-set: a study registering at the same time may have
+            # read the same holder and set the alias after us; settle on the best of the
+            # versions registered since (every registrant does, so they agree)
+            holder = _settle_alias(
+                self.client, model_name, alias, objective, mode, since=prev_version
+            )
+            if better and holder != version:
+                better = False
+                why += f"; then version {holder}, registered at the same time, was better"
+            if better:
                 message = (
                     f"registered {model_name} version {version}; alias {alias!r} moved to it: {why}"
                 )
             else:
                 message = (
                     f"registered {model_name} version {version}; alias {alias!r} stays on version "
-                    f"{prev_version}: {why}"
+                    f"{holder}: {why}"
                 )
             self.client.set_tag(parent, "semtune.registered_version", f"{model_name}/{version}")
             log.info(message)
@@ -866,6 +876,48 @@ class StudyTracker:
                 previous_value=prev_value,
                 message=message,
             )
+
+
+def _settle_alias(
+    client: MlflowClient,
+    name: str,
+    alias: str,
+    objective: str,
+    mode: str,
+    *,
+    since: str | None,
+    rounds: int = 5,
+) -> str | None:
+    """Move ``alias`` to the best version on ``objective`` among its holder and the versions
+    registered after ``since`` by studies with that objective; return the holder at the end.
+
+    Two registrants that both compared with the old holder and set the alias one after the
+    other leave the later one, better or not; each re-reads after setting, so whichever looks
+    last puts the best one there. A holder without a value (promoted by hand) is left alone."""
+    sign = 1.0 if mode == "max" else -1.0
+    holder: str | None = None
+    for _ in range(rounds):
+        holder, holder_value = _current_holder(client, name, alias, objective)
+        if holder is not None and holder_value is None:
+            return holder
+        best, best_value = holder, holder_value
+        low = int(since) if since is not None else 0
+        for mv in client.search_model_versions(f"name='{name}'"):
+            if int(mv.version) <= low or mv.tags.get(TAG_OBJECTIVE) != objective:
+                continue
+            try:
+                value = float(mv.tags.get(f"{METRIC_TAG_PREFIX}{objective}", "nan"))
+            except ValueError:
+                continue
+            if math.isnan(value):
+                continue
+            if best_value is None or sign * value > sign * best_value:
+                best, best_value = str(mv.version), value
+        if best is None or best == holder:
+            return holder
+        client.set_registered_model_alias(name, alias, best)
+        time.sleep(0.2)  # let a concurrent registrant's set land, then look again
+    return holder
 
 
 def _current_holder(

@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from semtune import tracking
 from semtune.models.__main__ import main as models_main
 from semtune.tracking import (
     DEFAULT_MODEL_NAME,
+    RegistrationResult,
     StudyTracker,
     TrialTracker,
     check_server,
@@ -256,6 +259,53 @@ def test_champion_moves_only_to_a_better_model(client: MlflowClient, study: Stud
     champion = client.get_model_version_by_alias(DEFAULT_MODEL_NAME, "champion")
     assert champion.version == "3"
     assert champion.tags["semtune.trial"] == best
+
+
+def test_two_studies_registering_at_once_leave_the_better_model_champion(
+    client: MlflowClient, study: Study, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both read 'no champion yet', then the better one sets the alias and the worse one sets
+    it after: without a re-check after setting, the worse model was left champion."""
+    import threading
+
+    read_holder = tracking._current_holder
+    both_read = threading.Barrier(2, timeout=60)
+    first_call = threading.local()
+
+    def racing_holder(*args: Any, **kwargs: Any) -> tuple[str | None, float | None]:
+        got = read_holder(*args, **kwargs)
+        if not getattr(first_call, "done", False):  # the comparison, not the re-checks
+            first_call.done = True
+            both_read.wait()
+            if threading.current_thread().name == "worse":
+                time.sleep(1.5)  # sets the alias after the better one did
+        return got
+
+    monkeypatch.setattr(tracking, "_current_holder", racing_holder)
+    t = study.best_trial
+    results: dict[str, RegistrationResult] = {}
+
+    def register(name: str, score: float) -> None:
+        results[name] = study.tracker.register_best(
+            t.run_dir / "generator.pt",
+            {"score": score, "ssim": 0.5},
+            t.trial_id,
+            t.config.to_dict(),
+            model_name="race-model",
+        )
+
+    threads = [
+        threading.Thread(target=register, args=(name, score), name=name)
+        for name, score in (("better", 0.9), ("worse", 0.1))
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    champion = client.get_model_version_by_alias("race-model", "champion")
+    assert champion.version == results["better"].version
+    assert results["better"].promoted and not results["worse"].promoted
+    assert "registered at the same time, was better" in results["worse"].message
 
 
 def test_registered_version_carries_metrics_study_trial_and_config(

@@ -22,24 +22,26 @@ a ``models:/`` or ``runs:/`` URI back into a plain ``nn.Module`` for ``semtune.e
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
 import math
 import os
+import random
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import mlflow.artifacts
 import mlflow.models
@@ -104,6 +106,7 @@ TAG_PRESET = "semtune.preset"
 TAG_DATA = "semtune.data_fingerprint"
 TAG_SAMPLER = "semtune.sampler"
 TAG_OBJECTIVE = "semtune.objective"
+TAG_IMAGES_LOST = "semtune.images_not_uploaded"
 TAG_MODE = "semtune.mode"
 TAG_BEST_TRIAL = "semtune.best_trial"
 TAG_CONFIG = "semtune.config"
@@ -311,8 +314,49 @@ def _tracking_uri(uri: str) -> Iterator[None]:
             os.environ[_TRACKING_ENV] = env
 
 
+# A sqlite store is one file that every trial process writes: a writer waits up to sqlite's
+# busy timeout (5 s), then MLflow raises "database is locked". Such calls are retried with
+# jittered backoff for up to this long (the write did not happen, so a retry is safe).
+_LOCKED_WAIT_S = 120.0
+_LOCKED = ("database is locked", "database is busy", "database table is locked")
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in _LOCKED)
+
+
+def _patiently(call: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, retried with jittered backoff while the store is locked."""
+    delay, deadline = 0.1, time.monotonic() + _LOCKED_WAIT_S
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if not _is_locked(exc) or time.monotonic() > deadline:
+                raise
+            log.info("MLflow store busy (%s); retrying in %.1f s", what, delay)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+
+class _PatientClient:
+    """An ``MlflowClient`` whose calls wait out a busy store (see ``_LOCKED_WAIT_S``)."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return functools.partial(_patiently, attr, name)
+
+
 def _client(uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # the constructor opens the store (a sqlite store reads its tables): patient too
+    client = _patiently(MlflowClient, "open", tracking_uri=uri, registry_uri=uri)
+    return cast(MlflowClient, _PatientClient(client))
 
 
 # -- provenance tags ------------------------------------------------------------------------------
@@ -1078,6 +1122,7 @@ class TrialTracker:
         self.run_id: str | None = None
         self.closed = False
         self._pending: list[Metric] = []
+        self._pending_images: list[tuple[int, Any]] = []  # (step, grid) not yet uploaded
         self._loss_step = -1
         self._last_step = 0
         self._generator: Path | None = None
@@ -1184,20 +1229,33 @@ class TrialTracker:
         self._queue(metrics, step, skip)
         self._last_step = max(self._last_step, step)
         self.flush()
-        run_id = self._run()
-        grid = image_grid(samples)
-        try:
-            self.client.log_image(run_id, grid, artifact_file=f"images/step_{step:06d}.png")
-            # time-stepped copy: the run page's charts show it with a step slider
-            self.client.log_image(run_id, grid, key="restoration", step=int(step))
-        except Exception as exc:  # noqa: BLE001 (a lost picture must not stop training)
-            log.warning("MLflow: image grid at step %d not logged: %s", step, exc)
+        self._pending_images.append((int(step), image_grid(samples)))
+        self._flush_images()
         self._generator = Path(checkpoint).parent / "generator.pt"
         if self.config is not None and self._is_last(step, metrics):
             try:
                 self.close("finished")
             except Exception as exc:  # noqa: BLE001 (the training itself went well)
                 log.error("MLflow: run of trial %s not closed: %s", self.trial_id, exc)
+
+    def _flush_images(self) -> bool:
+        """Upload the queued image grids; False (and they are kept) if the store refused."""
+        run_id = self._run()
+        while self._pending_images:
+            step, grid = self._pending_images[0]
+            try:
+                self.client.log_image(run_id, grid, artifact_file=f"images/step_{step:06d}.png")
+                # time-stepped copy: the run page's charts show it with a step slider
+                self.client.log_image(run_id, grid, key="restoration", step=step)
+            except Exception as exc:  # noqa: BLE001 (a lost picture must not stop training)
+                log.warning(
+                    "MLflow: %d image grid(s) kept for the next attempt: %s",
+                    len(self._pending_images),
+                    exc,
+                )
+                return False
+            del self._pending_images[0]
+        return True
 
     def _is_last(self, step: int, metrics: Mapping[str, float]) -> bool:
         sched = (self.config or {}).get("schedule", {})
@@ -1221,6 +1279,15 @@ class TrialTracker:
                     len(self._pending),
                     self.trial_id,
                 )
+        if not self._flush_images():
+            time.sleep(1.0)
+            if not self._flush_images():
+                lost = len(self._pending_images)
+                log.error("MLflow: %d image grids of trial %s not uploaded", lost, self.trial_id)
+                try:  # said on the run itself, not only in a log
+                    self.client.set_tag(run_id, TAG_IMAGES_LOST, str(lost))
+                except Exception:  # noqa: BLE001
+                    pass
         if status == "finished" and self.log_generator and self._generator is not None:
             if self._generator.is_file():
                 try:

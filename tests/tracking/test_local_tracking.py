@@ -6,8 +6,10 @@ from __future__ import annotations
 import http.server
 import multiprocessing as mp
 import os
+import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,6 +207,79 @@ def test_local_sqlite_store_loses_nothing_with_concurrent_trial_processes(
     # artifacts sit beside the database, not in whatever directory a worker ran in
     exp = client.get_experiment(study.experiment_id)
     assert exp.artifact_location == (tmp_path / "study" / "artifacts").resolve().as_uri()
+
+
+EVALS = 4
+
+
+def _busy_worker(context: dict, trial_id: str, ready: Path) -> None:
+    """A trial that logs losses every step and an evaluation with its image grid every few."""
+    import torch
+
+    (ready / trial_id).touch()  # about to open the store and create its run
+    tracker = TrialTracker(context, trial_id, {"loss.gamma": 1.0})
+    tracker.start()
+    n = int(trial_id[-1])
+    for step in range(1, STEPS + 1):
+        tracker.log(step, {k: step + i / 10 + n for i, k in enumerate(KEYS)})
+        if step % (STEPS // EVALS) == 0 and step // (STEPS // EVALS) <= EVALS:
+            grid = torch.full((2, 1, 16, 48), step / STEPS)
+            tracker.evaluate(step, {"ssim": step / 100 + n}, Path("unused.pt"), grid)
+    tracker.close("finished")
+
+
+def test_eight_trials_of_two_studies_on_one_sqlite_store_lose_no_point_and_no_image(
+    tmp_path: Path,
+) -> None:
+    """Every trial process writes the same sqlite file: 'database is locked' must be waited
+    out, never a failed trial, a lost metric point or a lost picture."""
+    uri = resolve_tracking_uri(str(tmp_path / "store"), default_dir=tmp_path)
+    studies = []
+    for name in ("one", "two"):
+        st = StudyTracker(uri, experiment=f"busy-{name}", study_name=f"busy-{name}")
+        st.start()
+        studies.append(st)
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    spawn = mp.get_context("spawn")
+    procs = [
+        spawn.Process(
+            target=_busy_worker, args=(st.trial_context(), f"{st.study_name}-t{i}", ready)
+        )
+        for st in studies
+        for i in range(4)
+    ]
+    # another writer holds the store while the trials create their runs, 7 s past the last
+    # one's start (sqlite makes a writer wait 5 s, then MLflow raises "database is locked")
+    db = sqlite3.connect(uri.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")
+    try:
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + 240
+        while len(list(ready.iterdir())) < len(procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(7)
+    finally:
+        db.execute("COMMIT")
+        db.close()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    client = MlflowClient(uri)
+    for st in studies:
+        st.finish()
+        for i in range(4):
+            run_id = st.trial_run_id(f"{st.study_name}-t{i}")
+            assert run_id is not None
+            run = client.get_run(run_id)
+            assert run.info.status == "FINISHED"
+            for j, key in enumerate(KEYS):
+                hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+                assert hist == [(s, s + j / 10 + i) for s in range(1, STEPS + 1)], key
+            assert len(client.get_metric_history(run_id, "ssim")) == EVALS
+            images = [f.path for f in client.list_artifacts(run_id, "images")]
+            assert len([p for p in images if "/step_" in p]) == EVALS, images
 
 
 def test_trial_tracker_keeps_points_while_the_server_is_away(

@@ -8,9 +8,7 @@ trained it (the ``config`` entry).
 from __future__ import annotations
 
 import copy
-import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from semtune.atomic import write_atomically
 from semtune.config import from_dict
 from semtune.models.degradation import PhysicsDegradation
 from semtune.models.discriminator import PatchDiscriminator
@@ -232,17 +231,7 @@ def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
     """Write atomically (temp file + rename): a crash mid-write never leaves a broken file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomically(path, lambda tmp: torch.save(ckpt, tmp))
 
 
 def _read(path: str | Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from semtune.atomic import write_atomically, write_text_atomically
 from semtune.config import to_dict
 from semtune.train.config import TrainConfig
 from semtune.train.loop import Reporter
@@ -229,7 +230,7 @@ def _prepare(
         "storage": storage,
         "tune_storage": tune_root,
     }
-    study_file.write_text(json.dumps(record, indent=2))
+    write_text_atomically(study_file, json.dumps(record, indent=2))
     src = Path(spec.source)
     if src.is_file():
         shutil.copyfile(src, out / "space.yaml")
@@ -555,7 +556,7 @@ def _summarise(
     printer: Callable[[str], None],
 ) -> StudyResult:
     table = results_frame(results, spec, study)
-    table.to_csv(out / "results.csv", index=False)
+    write_atomically(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
     printer(f"\nresults ({len(table)} trials, {out / 'results.csv'}):")
     printer(_table_text(table, spec))
     best = _best(table, spec)
@@ -577,9 +578,9 @@ def _summarise(
             "note": "best_generator.pt is the trial's best evaluation by the trainer's "
             "validation score (generator.pt of its run); metrics are its last evaluation",
         }
-        (out / "best_trial.json").write_text(json.dumps(info, indent=2))
+        write_text_atomically(out / "best_trial.json", json.dumps(info, indent=2))
         if spec.multi_objective:
-            best.to_csv(out / "pareto_front.csv", index=False)
+            write_atomically(out / "pareto_front.csv", lambda tmp: best.to_csv(tmp, index=False))
             printer(f"\nPareto front ({len(best)} trials, {out / 'pareto_front.csv'}):")
             printer(_table_text(best, spec))
             printer(f"exported: the front's best {spec.metrics[0]} (trial {top['trial_id']})")

@@ -25,6 +25,7 @@ from typing import Any
 from ray import tune
 from torch import Tensor
 
+from semtune.atomic import write_text_atomically
 from semtune.config import apply_overrides, from_dict
 from semtune.data.unpaired import TrainingData, build_training_data
 from semtune.train.config import DataConfig, TrainConfig
@@ -139,7 +140,7 @@ class _TuneReporter:
                 if src.exists():
                     _link_or_copy(src, snapshot / name)
             state = {"step": step, "finished": finished, "resumed_from": self.resumed_from}
-            (snapshot / TRIAL_STATE_FILE).write_text(json.dumps(state))
+            write_text_atomically(snapshot / TRIAL_STATE_FILE, json.dumps(state))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(snapshot))
         marker = self.crash_once_marker
         if marker and not finished and not os.path.exists(marker):

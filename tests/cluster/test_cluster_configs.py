@@ -123,14 +123,62 @@ def test_no_port_of_the_cluster_is_opened_to_the_internet(launcher: dict[str, An
     start = " ".join(launcher["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in start
     assert "0.0.0.0" not in " ".join(_commands(launcher))
-    rules = launcher["provider"].get("security_group", {}).get("IpPermissions", [])
-    for rule in rules:
-        ports = set(range(rule.get("FromPort", 0), rule.get("ToPort", 65535) + 1))
-        ranges = {r.get("CidrIp") for r in rule.get("IpRanges", [])}
-        ranges |= {r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])}
-        assert not (ports & PRIVATE_PORTS and ranges & ANYWHERE), rule
     # MLflow binds the head's private address (the script refuses 0.0.0.0 anyway)
     assert any("hostname -I" in c and "start-server.sh" in c for c in _commands(launcher))
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """Reads CloudFormation's short tags (!Ref, !Not, ...) as {"Ref": value}, ..."""
+
+
+_CloudFormationLoader.add_multi_constructor(
+    "!",
+    lambda loader, suffix, node: {
+        suffix: (
+            loader.construct_sequence(node)
+            if isinstance(node, yaml.SequenceNode)
+            else loader.construct_mapping(node)
+            if isinstance(node, yaml.MappingNode)
+            else loader.construct_scalar(node)
+        )
+    },
+)
+
+
+def test_the_nodes_use_the_shipped_security_group_that_opens_only_ssh_to_a_named_range(
+    launcher: dict[str, Any], repo_root: Path
+) -> None:
+    # every node type names its group: Ray then creates none (its own admits SSH from anywhere)
+    for name, node_type in launcher["available_node_types"].items():
+        assert node_type["node_config"].get("SecurityGroupIds"), name
+    prepared = prepare_config(copy.deepcopy(launcher))
+    assert "security_group" not in prepared["provider"]
+    template = yaml.load(
+        (repo_root / "cluster" / "aws-security-group.yaml").read_text(),
+        Loader=_CloudFormationLoader,  # noqa: S506 (a subclass of SafeLoader)
+    )
+    groups = [r for r in template["Resources"].values() if r["Type"] == "AWS::EC2::SecurityGroup"]
+    extra = [
+        r for r in template["Resources"].values() if r["Type"] == "AWS::EC2::SecurityGroupIngress"
+    ]
+    ingress = [rule for g in groups for rule in g["Properties"]["SecurityGroupIngress"]]
+    ingress += [r["Properties"] for r in extra]
+    assert ingress
+    for rule in ingress:
+        if "CidrIp" in rule or "CidrIpv6" in rule:
+            # from an address range: SSH only, and only the range the user names
+            assert (rule["FromPort"], rule["ToPort"]) == (22, 22), rule
+            assert rule.get("CidrIp") == {"Ref": "SshCidr"}, rule
+        else:  # everything else only from the group itself
+            assert rule["SourceSecurityGroupId"] == {"Ref": "ClusterGroup"}, rule
+        ports = set(range(int(rule.get("FromPort", 0)), int(rule.get("ToPort", 65535)) + 1))
+        assert not (ports & PRIVATE_PORTS and ("CidrIp" in rule or "CidrIpv6" in rule)), rule
+    ssh = template["Parameters"]["SshCidr"]
+    assert "Default" not in ssh  # the user names it
+    assert re.fullmatch(ssh["AllowedPattern"], "203.0.113.7/32")
+    assert not re.fullmatch(ssh["AllowedPattern"], "203.0.113.7")
+    asserted = template["Rules"]["SshNotFromAnywhere"]["Assertions"][0]["Assert"]
+    assert asserted == {"Not": [{"Equals": [{"Ref": "SshCidr"}, "0.0.0.0/0"]}]}
 
 
 def test_the_walkthrough_sends_the_launcher_clusters_checkpoints_to_s3(repo_root: Path) -> None:
@@ -284,6 +332,12 @@ def test_kubernetes_objects_use_token_auth_and_expose_nothing(
         spec = obj["spec"]["rayClusterSpec"] if obj["kind"] == "RayJob" else obj["spec"]
         assert spec["authOptions"]["mode"] == "token"
         assert spec["authOptions"]["secretName"]
+        # the head Service KubeRay creates: ClusterIP (its default) and no Ingress
+        head = spec["headGroupSpec"]
+        assert head.get("serviceType", "ClusterIP") == "ClusterIP", obj["metadata"]["name"]
+        assert not head.get("enableIngress", False)
+        override = head.get("headService", {}).get("spec", {})
+        assert override.get("type", "ClusterIP") == "ClusterIP"
     assert "Ingress" not in manifests
     for svc in manifests["Service"]:
         assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"

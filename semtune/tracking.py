@@ -353,6 +353,17 @@ class _PatientClient:
         return functools.partial(_patiently, attr, name)
 
 
+def _quoted(value: str) -> str:
+    """``value`` as a string literal of an MLflow filter: single quotes, or double quotes when
+    it holds a ``'`` (a study named ``bob's gamma``); MLflow's filters have no escape."""
+    value = str(value)
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"{value!r}: a name with both ' and \" cannot be searched in MLflow")
+
+
 def _client(uri: str) -> MlflowClient:
     # the constructor opens the store (a sqlite store reads its tables): patient too
     client = _patiently(MlflowClient, "open", tracking_uri=uri, registry_uri=uri)
@@ -494,7 +505,8 @@ def _find_child_run(client: MlflowClient, experiment_id: str, parent: str, trial
     runs = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent}' and tags.`{TAG_TRIAL}` = '{trial_id}'"
+            f"tags.{MLFLOW_PARENT_RUN_ID} = {_quoted(parent)} and tags.`{TAG_TRIAL}` = "
+            f"{_quoted(trial_id)}"
         ),
         max_results=1,
         order_by=["attributes.start_time DESC"],
@@ -664,9 +676,9 @@ class StudyTracker:
 
     def _previous_run(self) -> str | None:
         assert self.experiment_id is not None
-        filt = f"tags.`{TAG_ROLE}` = 'study' and tags.`{TAG_STUDY}` = '{self.study_name}'"
+        filt = f"tags.`{TAG_ROLE}` = 'study' and tags.`{TAG_STUDY}` = {_quoted(self.study_name)}"
         if self.study_key:
-            filt += f" and tags.`{TAG_STUDY_KEY}` = '{self.study_key}'"
+            filt += f" and tags.`{TAG_STUDY_KEY}` = {_quoted(self.study_key)}"
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=filt,
@@ -760,7 +772,7 @@ class StudyTracker:
         runs = self.client.search_runs(
             [experiment_id],
             filter_string=(
-                f"tags.{MLFLOW_PARENT_RUN_ID} = '{run_id}' and attributes.status = 'RUNNING'"
+                f"tags.{MLFLOW_PARENT_RUN_ID} = {_quoted(run_id)} and attributes.status = 'RUNNING'"
             ),
         )
         for run in runs:
@@ -946,7 +958,7 @@ def _settle_alias(
             return holder
         best, best_value = holder, holder_value
         low = int(since) if since is not None else 0
-        for mv in client.search_model_versions(f"name='{name}'"):
+        for mv in client.search_model_versions(f"name={_quoted(name)}"):
             if int(mv.version) <= low or mv.tags.get(TAG_OBJECTIVE) != objective:
                 continue
             try:
@@ -1571,7 +1583,7 @@ def list_model_versions(uri: str, name: str = DEFAULT_MODEL_NAME) -> list[ModelV
         raise ValueError(
             f"no registered model {name!r} at {uri} (registered: {', '.join(names) or 'none'})"
         ) from exc
-    versions = client.search_model_versions(f"name = '{name}'", max_results=1000)
+    versions = client.search_model_versions(f"name = {_quoted(name)}", max_results=1000)
     # search results do not carry aliases; the registered model has them all
     aliases: dict[str, list[str]] = {}
     for alias, version in (model.aliases or {}).items():

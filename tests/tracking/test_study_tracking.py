@@ -243,6 +243,21 @@ def test_a_resumed_study_reopens_its_parent_run(study: Study) -> None:
         t.finish()
 
 
+def test_a_quote_in_a_study_name_or_folder_does_not_break_resume(study: Study) -> None:
+    # the names go into MLflow filter strings, which have no escape for '
+    name, key = "bob's gamma", "/home/bob/o'brien/out"
+    a = StudyTracker(study.uri, experiment="semtune-tracking-side", study_name=name, study_key=key)
+    first = a.start()
+    trial = TrialTracker(a.trial_context(), "t'1", {"loss.gamma": 1.0})
+    run = trial.start()
+    b = StudyTracker(study.uri, experiment="semtune-tracking-side", study_name=name, study_key=key)
+    assert b.start(resume=True) == first
+    again = TrialTracker(b.trial_context(), "t'1", {"loss.gamma": 1.0})
+    assert again.start() == run  # the retried trial continues its own run
+    again.close("finished")
+    b.finish()
+
+
 # -- the registry ----------------------------------------------------------------------------------
 
 

@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             f"--out {args.out} is not an empty folder ({held or 'a file'}): --resume continues "
             "the run in it; name another folder for a new run (nothing was overwritten)"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         result = train(cfg, args.out, resume=resume, printer=lambda s: print(s, flush=True))
     except NonFiniteLossError as exc:
         print(f"error: {exc}; the last good state is in {args.out / 'last.pt'}", file=sys.stderr)
@@ -91,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only or vanished output folder
+        last = args.out / "last.pt"
+        kept = (
+            f"the last whole checkpoint is {last}: make room (or fix the folder) and continue "
+            f"with --out {args.out} --resume"
+            if last.is_file()
+            else "no checkpoint was written yet"
+        )
+        print(f"error: cannot write the run's files in {args.out}: {exc}; {kept}", file=sys.stderr)
+        return 1
     best = result.best
     print(
         f"done: {result.step} steps. best validation (held-out images, set "

@@ -265,6 +265,8 @@ def train(
         m.train()
 
     data = data or build_training_data(cfg.data)
+    for debris in out_dir.glob(".*.pt.*"):  # half-written by a killed run (semtune.atomic)
+        debris.unlink(missing_ok=True)
     csv_log = _CsvLog(out_dir / "metrics.csv")
     sched = cfg.schedule
     last_metrics: dict[str, float] = dict(state.history[-1]) if state.history else {}

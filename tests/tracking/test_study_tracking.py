@@ -359,6 +359,21 @@ def test_logged_model_is_weights_config_and_code_without_pickles(
     assert "artifacts/generator.pt" in files
     assert "code/semtune/train/state.py" in files
     assert not [f for f in files if f.endswith((".pkl", ".pickle"))]
+    # by content, not name: no file is a raw pickle, and every torch/zip file loads with
+    # weights_only (nothing in it can run code when it is read)
+    for f in files:
+        head = (local / f).read_bytes()[:4]
+        assert head[:1] != b"\x80", f  # pickle protocol 2+
+        if head == b"PK\x03\x04":
+            torch.load(local / f, weights_only=True)
+    # the pyfunc flavour loads from code (a .py file shipped in code/), not a pickled object
+    import yaml
+
+    flavors = yaml.safe_load((local / "MLmodel").read_text())["flavors"]
+    assert set(flavors) == {"python_function"}, flavors
+    pyfunc = flavors["python_function"]
+    assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model", pyfunc
+    assert "python_model" not in pyfunc, pyfunc  # what a pickled PythonModel would name
     ckpt = torch.load(local / "artifacts" / "generator.pt", weights_only=True)
     # weights, the config that rebuilds the network, and the validation metrics of these weights
     # and what the training images were like and F's blur, for `enhance --report`

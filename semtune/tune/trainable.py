@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,9 +44,9 @@ __all__ = [
 ]
 
 # Test hook: the path of a marker file. The first trial to reach a checkpoint while the file
-# does not exist creates it and crashes right after reporting, so Tune must retry it from that
-# checkpoint. The driver reads the variable and hands it to the trials (workers may not share
-# the driver's environment).
+# does not exist creates it and kills its own worker process (SIGKILL) right after reporting,
+# so Tune must retry it from that checkpoint. The driver reads the variable and hands it to the
+# trials (workers may not share the driver's environment).
 FAULT_INJECT_ENV = "SEMTUNE_FAULT_INJECT_CRASH_ONCE"
 RUN_FILES = ("last.pt", "generator.pt", "metrics.csv", "train.log")
 TRIAL_STATE_FILE = "trial.json"
@@ -145,7 +146,9 @@ class _TuneReporter:
         marker = self.crash_once_marker
         if marker and not finished and not os.path.exists(marker):
             Path(marker).write_text(f"crashed once after the checkpoint at step {step}\n")
-            raise RuntimeError(f"{FAULT_INJECT_ENV}: injected crash after step {step}")
+            # the worker process dies as a crash or the OOM killer would end it: no exception,
+            # no cleanup, no last report
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -11,6 +11,7 @@ result flagged ``nonfinite_loss``: the searcher records it as a failed trial and
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -45,8 +46,9 @@ __all__ = [
 
 # Test hook: the path of a marker file. The first trial to reach a checkpoint while the file
 # does not exist creates it and kills its own worker process (SIGKILL) right after reporting,
-# so Tune must retry it from that checkpoint. The driver reads the variable and hands it to the
-# trials (workers may not share the driver's environment).
+# so Tune must retry it from that checkpoint; with the prefix "enospc:" it fails with "No space
+# left on device" instead, as a full disk would. The driver reads the variable and hands it to
+# the trials (workers may not share the driver's environment).
 FAULT_INJECT_ENV = "SEMTUNE_FAULT_INJECT_CRASH_ONCE"
 RUN_FILES = ("last.pt", "generator.pt", "metrics.csv", "train.log")
 TRIAL_STATE_FILE = "trial.json"
@@ -144,8 +146,13 @@ class _TuneReporter:
             write_text_atomically(snapshot / TRIAL_STATE_FILE, json.dumps(state))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(snapshot))
         marker = self.crash_once_marker
+        disk_full = bool(marker) and marker.startswith("enospc:")
+        if disk_full:
+            marker = marker.removeprefix("enospc:")
         if marker and not finished and not os.path.exists(marker):
             Path(marker).write_text(f"crashed once after the checkpoint at step {step}\n")
+            if disk_full:  # as torch.save would fail on the next checkpoint of a full disk
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.run_dir))
             # the worker process dies as a crash or the OOM killer would end it: no exception,
             # no cleanup, no last report
             os.kill(os.getpid(), signal.SIGKILL)

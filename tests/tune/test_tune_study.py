@@ -160,3 +160,27 @@ def test_a_trial_that_crashes_once_is_retried_from_its_checkpoint(
     # Steps 3 then 6: the retry continued from the step-3 checkpoint (a restart from scratch
     # would have reported step 3 again, with resumed_from 0).
     assert _reported_steps(row["path"]) == [(3, 0), (6, 3)]
+
+
+def test_a_trial_stopped_by_a_full_disk_fails_clearly_and_the_study_resumes(
+    ray_session: Any, tmp_path: Path, sample_train_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "disk-full"
+    monkeypatch.setenv(FAULT_INJECT_ENV, f"enospc:{marker}")
+    path = _space(
+        tmp_path,
+        "disk-full-test",
+        sample_train_dir,
+        space={"loss.gamma": {"distribution": "grid", "values": [5.0]}},
+        sampler="grid",
+        max_failures=0,  # no retry: the study ends with the trial failed
+    )
+    out = tmp_path / "out"
+    first = run_study(load_space(path), out, printer=lambda _: None)
+    row = first.table.iloc[0]
+    assert row["status"] != "done" and "No space left on device" in row["error"]
+    # room made: --resume continues the failed trial from its last checkpoint
+    again = run_study(load_space(path), out, resume=True, printer=lambda _: None)
+    row = again.table.iloc[0]
+    assert row["status"] == "done" and row["step"] == 6 and row["error"] == ""
+    assert _reported_steps(row["path"])[-1] == (6, 3)

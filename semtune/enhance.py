@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         metavar="N",
         help="skip images with more pixels than this, checked before decoding (default: "
-        "$SEMTUNE_MAX_PIXELS, else 16384 x 16384 = 268 M; restoring takes about 18 bytes per "
+        "$SEMTUNE_MAX_PIXELS, else 16384 x 16384 = 268 M; restoring takes about 10 bytes per "
         "pixel)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")

@@ -38,21 +38,41 @@ __all__ = [
 ]
 
 
-def load_model_file(ref: str | Path, device: torch.device | str = "cpu") -> GeneratorFile:
+def load_model_file(
+    ref: str | Path, device: torch.device | str = "cpu", *, tracking_uri: str | None = None
+) -> GeneratorFile:
     """A generator and what it carries (config, metrics, training-data facts) from a checkpoint
     file (``generator.pt``, ``last.pt``, ``best.pt``) or an MLflow model URI
-    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/ID/PATH``)."""
+    (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/ID/PATH``) read from
+    ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else ``./mlruns/mlflow.db``)."""
     text = str(ref)
     if text.startswith(("models:/", "runs:/")):
         from semtune.tracking import load_registered_generator_file
 
-        return load_registered_generator_file(text, device)
+        return load_registered_generator_file(text, device, tracking_uri=tracking_uri)
     return load_generator_file(text, device)
 
 
-def load_model(ref: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+def load_model(
+    ref: str | Path, device: torch.device | str = "cpu", *, tracking_uri: str | None = None
+) -> nn.Module:
     """The generator alone (see ``load_model_file``)."""
-    return load_model_file(ref, device).g
+    return load_model_file(ref, device, tracking_uri=tracking_uri).g
+
+
+def _device(name: str) -> torch.device:
+    """``--device`` as a torch device, or a ValueError saying what is available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name}: not a device ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device here; use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def _inputs(items: Sequence[Path]) -> list[Path]:
@@ -208,23 +228,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pixel)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow server or store holding models:/ and runs:/ models (default: "
+        "$MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db); never created by reading",
+    )
     args = p.parse_args(argv)
     if not 0 <= args.jpeg_quality <= 95:
         p.error(f"--jpeg-quality must be between 1 and 95 (0 = PNG), got {args.jpeg_quality}")
-
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    if args.tile is not None and args.tile < 0:
+        p.error(f"--tile must be >= 0 (0 = the whole image), got {args.tile}")
+    if args.overlap is not None and (
+        args.overlap < 0 or (args.tile and 2 * args.overlap >= args.tile)
+    ):
+        p.error(f"--overlap must be >= 0 and below half of --tile {args.tile}, got {args.overlap}")
+    _plain_warnings()
     try:
+        device = _device(args.device)
         files = _inputs(args.inputs)
         targets = _plan_outputs(
             files, args.out, args.jpeg_quality, overwrite=args.overwrite, report=args.report
         )
-        model = load_model_file(args.model, device)
+        model = load_model_file(args.model, device, tracking_uri=args.tracking_uri)
     except (ImageReadError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     g = model.g
+    tile = args.tile if args.tile is not None else (native_tile(g) or 512)
+    if args.overlap is not None and tile and 2 * args.overlap >= tile:
+        print(
+            f"error: --overlap {args.overlap} must be below half of the tile, {tile} px (the "
+            "size this model was trained on; --tile sets another)",
+            file=sys.stderr,
+        )
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = provenance(str(args.model), model)
     info = ModelInfo(str(args.model), model.data_stats, model.degradation)
@@ -290,6 +328,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(summary_lines(assessments)))
         print(f"report: {paths['html']} (and {paths['csv'].name}, a contact sheet per image)")
     return 1 if failed else 0
+
+
+def _plain_warnings() -> None:
+    """Warnings as one line each (``warning: ...``), without the line of source code Python
+    prints under them by default."""
+    import warnings
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show  # type: ignore[assignment]
 
 
 def _suffix(path: Path, bit_depth: int, jpeg_quality: int) -> str:

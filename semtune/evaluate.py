@@ -26,14 +26,20 @@ from semtune.scoring import (
 __all__ = ["generator_method", "main"]
 
 
-def generator_method(model: str | Path, device: torch.device | str | None = None) -> Method:
-    """A scoring method that runs a generator (checkpoint file or models:/ / runs:/ URI)."""
+def generator_method(
+    model: str | Path,
+    device: torch.device | str | None = None,
+    *,
+    tracking_uri: str | None = None,
+) -> Method:
+    """A scoring method that runs a generator (checkpoint file, or a models:/ / runs:/ URI read
+    from ``tracking_uri``)."""
     dev = (
         torch.device(device)
         if device
         else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
-    g = load_model(model, dev)
+    g = load_model(model, dev, tracking_uri=tracking_uri)
 
     def method(x: torch.Tensor, _paired: object) -> torch.Tensor:
         return restore_batch(g, x.to(dev)).cpu()
@@ -48,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "images (same crops and columns as python -m semtune.benchmark).",
     )
     p.add_argument("--model", required=True, help="checkpoint file or models:/ / runs:/ URI")
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow server or store of a models:/ or runs:/ --model (default: "
+        "$MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db); never created by reading",
+    )
     add_scoring_args(p)
     args = p.parse_args(argv)
     try:
@@ -60,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             crop_bar=args.crop_bar,
         )
-        method = generator_method(args.model)
+        method = generator_method(args.model, tracking_uri=args.tracking_uri)
     except (ImageReadError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1528,31 +1528,41 @@ def load_registered_generator(uri: str, device: torch.device | str = "cpu") -> n
     return load_registered_generator_file(uri, device).g
 
 
-def load_registered_generator_file(uri: str, device: torch.device | str = "cpu") -> GeneratorFile:
+def load_registered_generator_file(
+    uri: str, device: torch.device | str = "cpu", *, tracking_uri: str | None = None
+) -> GeneratorFile:
     """A generator and what it carries from an MLflow URI, as ``semtune.enhance`` uses it.
 
     Args:
         uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/m-<id>`` or
             ``runs:/RUN_ID/PATH`` where PATH is a logged model or a ``generator.pt`` (a trial
-            run's ``generator/generator.pt``). The server is ``default_tracking_uri()``.
+            run's ``generator/generator.pt``).
         device: where to put the network.
+        tracking_uri: the store or server to read (a path works too); default
+            ``default_tracking_uri()``. Reading never creates a store: a local one that does
+            not exist is an error.
 
     Raises:
-        ValueError: the URI does not resolve (unknown model, alias or run; no generator in it).
+        ValueError: the URI does not resolve (no such store; unknown model, alias or run; no
+            generator in it); the message names the store searched and how to name another.
     """
     from semtune.train.state import load_generator_file
 
     if not uri.startswith(("models:/", "runs:/")):
         raise ValueError(f"expected a models:/ or runs:/ URI, got {uri!r}")
-    with (
-        tempfile.TemporaryDirectory(prefix="semtune-dl-") as tmp,
-        _tracking_uri(default_tracking_uri()),
-    ):
+    store = _normalise_uri(tracking_uri) if tracking_uri else default_tracking_uri()
+    hint = (
+        "name the store or server that holds your models with --tracking-uri or "
+        "MLFLOW_TRACKING_URI (semtune.search writes ./mlruns/mlflow.db in the folder it ran in)"
+    )
+    local_db = _sqlite_path(store)
+    if local_db is not None and not local_db.is_file():
+        raise ValueError(f"{uri}: there is no MLflow store at {local_db}; {hint}")
+    with tempfile.TemporaryDirectory(prefix="semtune-dl-") as tmp, _tracking_uri(store):
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except MlflowException as exc:
-            where = mlflow.get_tracking_uri()
-            raise ValueError(f"{uri}: cannot be loaded from {where}: {exc.message}") from exc
+            raise ValueError(f"{uri}: not found in {store}: {exc.message}; {hint}") from exc
         return load_generator_file(_find_generator_file(local), device)
 
 

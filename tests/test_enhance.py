@@ -12,6 +12,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from semtune.enhance import enhance_image, main, run_padded, tile_weights
+from semtune.io import write_image
 from semtune.train.config import load_train_config
 from semtune.train.loop import export_generator
 from semtune.train.state import build_state
@@ -189,3 +190,62 @@ def test_enhance_memory_grows_by_the_image_not_by_copies_of_it(
         assert tifffile.imread(tmp_path / f"out{side}" / "big.tif").shape == (side, side)
     per_pixel = (peaks[3000] - peaks[1500]) / (3000**2 - 1500**2)
     assert per_pixel < 16, per_pixel
+
+
+def test_cli_mistakes_get_messages_not_tracebacks(
+    tmp_path: Path,
+    sample_train_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from PIL import Image
+
+    model = str(_tiny_model(tmp_path, sample_train_dir))  # trained on 32 px crops
+    src = tmp_path / "in" / "a.png"
+    src.parent.mkdir()
+    rgb = np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(src)
+    run = [str(src), "-o", str(tmp_path / "out"), "--no-bar-detect"]
+    # a device that is not here
+    if not torch.cuda.is_available():
+        assert main([*run, "--model", model, "--device", "cuda"]) == 2
+        assert "no CUDA device here" in capsys.readouterr().err
+    assert main([*run, "--model", model, "--device", "tpu9"]) == 2
+    assert "not a device" in capsys.readouterr().err
+    # tiles: refused before any model is loaded (this one does not exist)
+    with pytest.raises(SystemExit):
+        main([*run, "--model", "missing.pt", "--tile", "128", "--overlap", "100"])
+    assert "--overlap must be >= 0 and below half of --tile 128" in capsys.readouterr().err
+    # ... and against the model's own tile when --tile is not given
+    assert main([*run, "--model", model, "--overlap", "40"]) == 2
+    assert "below half of the tile, 32 px" in capsys.readouterr().err
+    # a file that is not a semtune checkpoint: never the advice to unpickle it anyway
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": Pointwise()}, foreign)  # a whole pickled module, as some tools save
+    assert main([*run, "--model", str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert "never unpickles" in err and "weights_only" not in err
+    # a colour image: one warning line, no line of source code under it
+    assert main([*run, "--model", model]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "colour image converted to gray" in err
+    assert "_warn(" not in err and "warnings.warn" not in err
+
+
+def test_a_registry_model_named_outside_the_project_creates_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.png", torch.rand(1, 64, 64))
+    args = [str(tmp_path / "in"), "-o", str(tmp_path / "out")]
+    assert main([*args, "--model", "models:/semtune-generator@champion"]) == 2
+    err = capsys.readouterr().err
+    assert f"no MLflow store at {tmp_path.resolve()}/mlruns/mlflow.db" in err
+    assert "--tracking-uri" in err and "MLFLOW_TRACKING_URI" in err
+    assert not (tmp_path / "mlruns").exists()  # reading created nothing
+    elsewhere = tmp_path / "other" / "mlflow.db"
+    assert main([*args, "--model", "models:/m@champion", "--tracking-uri", str(elsewhere)]) == 2
+    assert f"no MLflow store at {elsewhere}" in capsys.readouterr().err
+    assert not elsewhere.parent.exists()

@@ -8,6 +8,7 @@ trained it (the ``config`` entry).
 from __future__ import annotations
 
 import copy
+import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,8 +241,17 @@ def _read(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's own message goes on to advise weights_only=False: never, for a file that
+        # holds code-bearing objects; semtune checkpoints hold tensors and plain values only
+        raise ValueError(
+            f"{path}: not a semtune checkpoint: it holds Python objects other than tensors and "
+            "plain values, which semtune never unpickles (they can run code)"
+        ) from exc
     except Exception as exc:  # torch raises several types for corrupt/foreign files
-        raise ValueError(f"{path}: not a readable semtune checkpoint ({exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        kind = type(exc).__name__
+        raise ValueError(f"{path}: not a readable semtune checkpoint ({kind}: {first})") from exc
     if not isinstance(ckpt, dict) or "config" not in ckpt:
         raise ValueError(f"{path}: not a semtune checkpoint (no 'config' entry)")
     return ckpt

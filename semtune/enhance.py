@@ -9,17 +9,26 @@ unless ``--jpeg-quality`` is given), and ``--report`` says what the restoration 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from semtune.inference import enhance_image, native_tile, restore_batch, run_padded, tile_weights
+from semtune.inference import (
+    enhance_image,
+    native_tile,
+    restore_batch,
+    run_padded,
+    tile_weights,
+    tiling,
+)
 from semtune.io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 from semtune.metadata import read_metadata
 from semtune.report import Assessment, ModelInfo, assess, contact_sheet, summary_lines, write_report
@@ -243,7 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overlap < 0 or (args.tile and 2 * args.overlap >= args.tile)
     ):
         p.error(f"--overlap must be >= 0 and below half of --tile {args.tile}, got {args.overlap}")
-    _plain_warnings()
+    with _plain_warnings():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The restoration, once the arguments are checked."""
     try:
         device = _device(args.device)
         files = _inputs(args.inputs)
@@ -255,13 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     g = model.g
-    tile = args.tile if args.tile is not None else (native_tile(g) or 512)
-    if args.overlap is not None and tile and 2 * args.overlap >= tile:
-        print(
-            f"error: --overlap {args.overlap} must be below half of the tile, {tile} px (the "
-            "size this model was trained on; --tile sets another)",
-            file=sys.stderr,
-        )
+    try:
+        tiling(g, args.tile, args.overlap)  # against the model's own tile if --tile is not set
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = provenance(str(args.model), model)
@@ -330,15 +341,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _plain_warnings() -> None:
+@contextlib.contextmanager
+def _plain_warnings() -> Iterator[None]:
     """Warnings as one line each (``warning: ...``), without the line of source code Python
-    prints under them by default."""
-    import warnings
+    prints under them by default; the previous behaviour is back afterwards."""
 
     def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
-    warnings.showwarning = show  # type: ignore[assignment]
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _suffix(path: Path, bit_depth: int, jpeg_quality: int) -> str:

@@ -61,6 +61,25 @@ def native_tile(g: nn.Module) -> int:
     return int(getattr(g, "image_size", 0) or 0)
 
 
+def tiling(g: nn.Module, tile: int | None, overlap: int | None) -> tuple[int, int]:
+    """The tile side and overlap ``enhance_image`` uses for ``g``: ``tile`` None is the size
+    it was trained on (512 when unknown), ``overlap`` None a quarter of the tile.
+
+    Raises:
+        ValueError: the overlap is negative or not below half of the tile.
+    """
+    if tile is None:
+        tile = native_tile(g) or 512
+    if overlap is None:
+        overlap = tile // 4
+    if overlap < 0 or (tile and overlap * 2 >= tile):
+        raise ValueError(
+            f"--overlap {overlap} must be >= 0 and below half of the tile, {tile} px (the size "
+            "this model was trained on unless --tile sets another)"
+        )
+    return tile, overlap
+
+
 @torch.no_grad()
 def enhance_image(
     g: nn.Module,
@@ -99,12 +118,7 @@ def enhance_image(
         x = x[None]
     if x.ndim != 4 or x.shape[:2] != (1, 1):
         raise ValueError(f"expected (1, 1, H, W) or (1, H, W), got {tuple(x.shape)}")
-    if tile is None:
-        tile = native_tile(g) or 512
-    if overlap is None:
-        overlap = tile // 4
-    if overlap < 0 or (tile and overlap * 2 >= tile):
-        raise ValueError(f"overlap must be in [0, tile/2), got overlap={overlap}, tile={tile}")
+    tile, overlap = tiling(g, tile, overlap)
     device = next(g.parameters()).device
     x = x.to(device)
     h, w = x.shape[-2:]

@@ -97,16 +97,21 @@ def _write_png16_colour(path: Path, rgb16: np.ndarray) -> None:
     """A 16-bit RGB PNG written byte by byte (Pillow cannot write one)."""
     h, w, _ = rgb16.shape
     raw = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(h))
+    path.write_bytes(_png_bytes(h, w, depth=16, colour_type=2, compressed=zlib.compress(raw)))
+
+
+def _png_bytes(h: int, w: int, *, depth: int, colour_type: int, compressed: bytes) -> bytes:
+    """A PNG file of one IDAT chunk, its header saying h x w at ``depth`` bits."""
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
-    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(
+    header = struct.pack(">IIBBBBB", w, h, depth, colour_type, 0, 0, 0)
+    return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IDAT", compressed)
         + chunk(b"IEND", b"")
     )
 
@@ -653,18 +658,8 @@ def test_image_extensions_are_the_documented_ones() -> None:
 def _png_claiming(path: Path, h: int, w: int) -> None:
     """A PNG whose header claims h x w 8-bit gray pixels, with a few compressed rows of zeros:
     a decompression bomb's header (decoding it would take h * w bytes)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * (w + 1) * 4))
-        + chunk(b"IEND", b"")
-    )
+    rows = zlib.compress(b"\0" * (w + 1) * 4)
+    path.write_bytes(_png_bytes(h, w, depth=8, colour_type=0, compressed=rows))
 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(

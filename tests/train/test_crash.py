@@ -40,13 +40,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _train_args(out: Path, train_dir: Path) -> list[str]:
+    """A tiny run of 6 steps with a checkpoint every 2."""
+    return [
+        *("--config", "tiny", "--clean", str(train_dir), "--out", str(out)),
+        *("--set", "schedule.steps=6", "--set", "schedule.eval_every=2", "--set", "data.val_set=A"),
+    ]
+
+
 def test_a_run_killed_while_writing_its_checkpoint_resumes_from_the_last_whole_one(
     tmp_path: Path, sample_train_dir: Path
 ) -> None:
     out = tmp_path / "run"
-    args = ["--config", "tiny", "--clean", str(sample_train_dir), "--out", str(out)]
-    args += ["--set", "schedule.steps=6", "--set", "schedule.eval_every=2"]
-    args += ["--set", "data.val_set=A"]
+    args = _train_args(out, sample_train_dir)
     killed = subprocess.run(
         [sys.executable, "-c", _KILLED_IN_SAVE, *args], capture_output=True, text=True
     )
@@ -76,9 +82,7 @@ def test_a_full_disk_stops_the_run_with_a_message_and_it_resumes(
     tmp_path: Path, sample_train_dir: Path
 ) -> None:
     out = tmp_path / "run"
-    args = ["--config", "tiny", "--clean", str(sample_train_dir), "--out", str(out)]
-    args += ["--set", "schedule.steps=6", "--set", "schedule.eval_every=2"]
-    args += ["--set", "data.val_set=A"]
+    args = _train_args(out, sample_train_dir)
     full = subprocess.run(
         [sys.executable, "-c", _DISK_FULL_IN_SAVE, *args], capture_output=True, text=True
     )

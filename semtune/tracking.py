@@ -59,6 +59,8 @@ from mlflow.types import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from torch import Tensor, nn
 
+from .grids import labelled_grid
+
 if TYPE_CHECKING:
     from semtune.train.state import GeneratorFile
 
@@ -76,7 +78,6 @@ __all__ = [
     "data_fingerprint",
     "default_tracking_uri",
     "git_commit",
-    "image_grid",
     "list_model_versions",
     "load_registered_generator",
     "load_registered_generator_file",
@@ -117,10 +118,12 @@ GENERATOR_ARTIFACT = "generator"  # name of generator.pt inside the pyfunc model
 TRIAL_GENERATOR_PATH = "generator"  # run artifact folder of a finished trial's generator.pt
 
 TrialStatus = Literal["finished", "stopped_early", "failed", "killed"]
-# semtune's trial outcome -> MLflow's run status (the UI shows KILLED runs with a stop icon).
+# semtune's trial outcome -> MLflow's run status. The UI draws FAILED and KILLED with the same
+# red cross, so a trial the scheduler stopped early (a normal end, by design) is FINISHED, told
+# apart by its tag semtune.status=stopped_early (issue 15); KILLED is left to a user's Ctrl-C.
 _RUN_STATUS: dict[str, str] = {
     "finished": "FINISHED",
-    "stopped_early": "KILLED",
+    "stopped_early": "FINISHED",
     "killed": "KILLED",
     "failed": "FAILED",
 }
@@ -290,7 +293,7 @@ def ui_hint(uri: str, port: int = 5000) -> str:
         return f"open {uri}"
     return (
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --host 127.0.0.1 "
-        f"--port {port} --workers 1 --backend-store-uri {uri}  # then open http://127.0.0.1:{port}"
+        f"--port {port} --workers 1 --backend-store-uri {uri}  # serves http://127.0.0.1:{port}"
     )
 
 
@@ -446,34 +449,6 @@ def _str(value: Any) -> str:
     return str(value)
 
 
-# -- image grids ----------------------------------------------------------------------------------
-
-
-def image_grid(samples: Tensor, gap: int = 2) -> np.ndarray:
-    """One picture of the trainer's samples: a row per sample, blurred | restored | clean.
-
-    Args:
-        samples: (n, 1, H, 3W) float in [0, 1], the three panels side by side.
-        gap: white pixels between panels and rows.
-
-    Returns:
-        (n*H + (n-1)*gap, 3W + 2*gap) uint8.
-    """
-    if samples.ndim != 4 or samples.shape[1] != 1 or samples.shape[-1] % 3:
-        raise ValueError(f"expected samples of shape (n, 1, H, 3W), got {tuple(samples.shape)}")
-    x = samples.detach().float().cpu().clamp(0, 1)[:, 0].numpy()
-    n, h, w3 = x.shape
-    w = w3 // 3
-    grid = np.full((n * h + (n - 1) * gap, w3 + 2 * gap), 255, dtype=np.uint8)
-    for i in range(n):
-        row = np.rint(x[i] * 255).astype(np.uint8)
-        for j in range(3):
-            grid[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = row[
-                :, j * w : (j + 1) * w
-            ]
-    return grid
-
-
 # -- the study (driver side) ----------------------------------------------------------------------
 
 
@@ -499,6 +474,34 @@ def _ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
         if exp is None:
             raise TrackingError(f"cannot create experiment {name!r} at {uri}: {exc}") from exc
         return str(exp.experiment_id)
+
+
+# The runs table of MLflow's UI shows no metric column until they are picked by hand ("Show more
+# columns"). A view state stored as the experiment tag mlflow.sharedViewState.<key> is what the
+# UI's own "Share" button writes; the link ...#/experiments/<id>/runs?viewStateShareKey=<key>
+# opens the table with it (issue 15).
+_SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+VIEW_KEY = "semtune"
+_TABLE_METRICS = ("ssim", "psnr", "ssim_gain", "psnr_gain", "score")
+
+
+def table_view(
+    objectives: Sequence[str], modes: Sequence[str], searched: Sequence[str]
+) -> dict[str, Any]:
+    """The runs-table state of a study: sorted by its first objective, with the objective,
+    SSIM/PSNR and their gains, the searched parameters and each trial's status as columns."""
+    metrics = list(dict.fromkeys([*objectives, *_TABLE_METRICS]))
+    columns = [
+        *(f"metrics.`{m}`" for m in metrics),
+        *(f"params.`{p}`" for p in searched),
+        f"tags.`{TAG_STATUS}`",
+        "attributes.`Models`",
+    ]
+    return {
+        "orderByKey": f"metrics.`{objectives[0]}`",
+        "orderByAsc": modes[0] == "min",
+        "selectedColumns": columns,
+    }
 
 
 def _find_child_run(client: MlflowClient, experiment_id: str, parent: str, trial_id: str) -> Any:
@@ -559,6 +562,7 @@ class StudyTracker:
         study_key: str | None = None,
         tags: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
+        searched: Sequence[str] = (),
     ) -> None:
         """Describe the study; nothing is sent before ``start``.
 
@@ -576,8 +580,11 @@ class StudyTracker:
                 ``start(resume=True)`` reopens the right parent run.
             tags: extra tags for the parent run and every trial run.
             params: extra params for the parent run (trial count, scheduler, ...).
+            searched: the config paths the study searches (``loss.gamma``, ...): columns of
+                the runs table that ``runs_page`` opens.
         """
         self.uri = uri
+        self.searched = list(searched)
         self.experiment = experiment
         self.study_name = study_name
         self.space_yaml = Path(space_yaml) if space_yaml is not None else None
@@ -643,6 +650,11 @@ class StudyTracker:
             The parent run's id.
         """
         self.experiment_id = _ensure_experiment(self.client, self.experiment, self.uri)
+        self.client.set_experiment_tag(
+            self.experiment_id,
+            f"{_SHARED_VIEW_PREFIX}{VIEW_KEY}",
+            json.dumps(table_view(self.objectives, self.modes, self.searched)),
+        )
         self._common_tags = self._tags()
         if run_id is None and resume:
             run_id = self._previous_run()
@@ -673,6 +685,15 @@ class StudyTracker:
             text = yaml.safe_dump(self.base_config, sort_keys=False)
             self.client.log_text(self.run_id, text, "study/base_config.yaml")
         return self.run_id
+
+    def runs_page(self, base_url: str) -> str:
+        """The experiment's runs table in the MLflow UI at ``base_url``, opened on the study's
+        columns (objective, SSIM, PSNR, searched parameters, status) sorted by the objective."""
+        _, _ = self._require_started()
+        return (
+            f"{base_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs"
+            f"?viewStateShareKey={VIEW_KEY}"
+        )
 
     def _previous_run(self) -> str | None:
         assert self.experiment_id is not None
@@ -740,8 +761,9 @@ class StudyTracker:
             best_trial: the best trial's id (overrides ``best["trial_id"]``).
             artifacts: further files (e.g. a Pareto front CSV), artifact ``results/``.
             status: the study's outcome.
-            close_open_trials: mark child runs still RUNNING as stopped early (KILLED): a
-                trial that the scheduler stopped never reaches its final evaluation.
+            close_open_trials: mark child runs still RUNNING as stopped early (FINISHED with
+                tag ``semtune.status=stopped_early``): a trial that the scheduler stopped
+                never reaches its final evaluation.
         """
         _, run_id = self._require_started()
         best = dict(best or {})
@@ -854,9 +876,6 @@ class StudyTracker:
             if TAG_EDGE not in tags and (edge := config.get("loss", {}).get("edge_operator")):
                 tags[TAG_EDGE] = str(edge)
             tags.update(training_data_tags(generator_path))
-            description = _version_description(
-                model_name, self.study_name, trial_id, objective, mode, numeric, config, run_id
-            )
             try:
                 self.client.get_registered_model(model_name)
             except MlflowException:
@@ -874,10 +893,25 @@ class StudyTracker:
                 source=info["model_uri"],
                 run_id=run_id,
                 tags=tags,
-                description=description,
                 model_id=info["model_id"],
             )
             version = str(mv.version)
+            # written once the version number is known, so its "Use:" line is complete
+            self.client.update_model_version(
+                model_name,
+                version,
+                description=_version_description(
+                    model_name,
+                    version,
+                    self.study_name,
+                    trial_id,
+                    objective,
+                    mode,
+                    numeric,
+                    config,
+                    run_id,
+                ),
+            )
             prev_version, prev_value = _current_holder(self.client, model_name, alias, objective)
             if prev_version is None:
                 better, why = True, f"there was no {alias!r} yet"
@@ -886,7 +920,7 @@ class StudyTracker:
                 why = (
                     f"version {prev_version} (the current {alias!r}) has no {objective!r} to "
                     "compare with; promote by hand if wanted: python -m semtune.models promote "
-                    f"{version} --alias {alias} --name {model_name}"
+                    f"{version} --alias {alias} --model-name {model_name}"
                 )
             else:
                 better = value > prev_value if mode == "max" else value < prev_value
@@ -999,6 +1033,7 @@ def _current_holder(
 
 def _version_description(
     name: str,
+    version: str,
     study: str,
     trial_id: str,
     objective: str,
@@ -1032,9 +1067,13 @@ def _version_description(
     if model:
         lines.append(f"Generator: {model.get('generator', '?')}, width {model.get('width', '?')}.")
     lines += [
-        f"Trial run: `{run_id}`.",
+        f"Trial run: `{run_id}`; its full trainer config is the run's artifact `config.yaml` "
+        "(the `semtune.config` tag holds the same as JSON, cut short on this page).",
         "",
-        f"Use: `python -m semtune.enhance IMAGES --model models:/{name}/<version> -o OUT`",
+        f"Use: `python -m semtune.enhance IMAGES -o OUT --model models:/{name}/{version}`",
+        f"Promote: `python -m semtune.models promote {version} --model-name {name}` moves the "
+        "`champion` alias here (MLflow's *Promote model* button copies the version into another "
+        "registered model instead).",
     ]
     return "\n".join(lines)
 
@@ -1241,7 +1280,8 @@ class TrialTracker:
         self._queue(metrics, step, skip)
         self._last_step = max(self._last_step, step)
         self.flush()
-        self._pending_images.append((int(step), image_grid(samples)))
+        title = f"trial {self.trial_id}, step {int(step)}"
+        self._pending_images.append((int(step), labelled_grid(samples, title=title)))
         self._flush_images()
         self._generator = Path(checkpoint).parent / "generator.pt"
         if self.config is not None and self._is_last(step, metrics):
@@ -1256,9 +1296,8 @@ class TrialTracker:
         while self._pending_images:
             step, grid = self._pending_images[0]
             try:
+                # once per evaluation: one file, named by its step (issue 15: it was three)
                 self.client.log_image(run_id, grid, artifact_file=f"images/step_{step:06d}.png")
-                # time-stepped copy: the run page's charts show it with a step slider
-                self.client.log_image(run_id, grid, key="restoration", step=step)
             except Exception as exc:  # noqa: BLE001 (a lost picture must not stop training)
                 log.warning(
                     "MLflow: %d image grid(s) kept for the next attempt: %s",
@@ -1278,7 +1317,7 @@ class TrialTracker:
 
     def close(self, status: TrialStatus = "finished", *, error: str | None = None) -> None:
         """Send what is queued, upload the generator if finished, and set the run's status:
-        ``finished`` (FINISHED), ``stopped_early`` by the scheduler (KILLED, tag
+        ``finished`` (FINISHED), ``stopped_early`` by the scheduler (FINISHED, tag
         ``semtune.status=stopped_early``), ``failed`` (FAILED, error tag), ``killed``."""
         if self.closed:
             return

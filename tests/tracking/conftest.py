@@ -140,6 +140,7 @@ def study(
         objective="score",
         mode="max",
         params={"num_samples": 4},
+        searched=["loss.gamma"],
     )
     tracker.start()
     # what the search does: ship a picklable factory to the workers

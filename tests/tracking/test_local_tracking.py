@@ -13,9 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from semtune.tracking import (
@@ -24,7 +22,6 @@ from semtune.tracking import (
     TrialTracker,
     check_server,
     data_fingerprint,
-    image_grid,
     resolve_tracking_uri,
 )
 
@@ -112,34 +109,6 @@ def test_check_server_rejects_a_store_under_a_file(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(TrackingError, match="cannot create"):
         check_server(f"sqlite:///{blocker}/sub/mlflow.db")
-
-
-# -- image grids -----------------------------------------------------------------------------------
-
-
-def test_image_grid_of_a_hand_computed_sample() -> None:
-    samples = torch.tensor([0.0, 0.5, 1.0]).reshape(1, 1, 1, 3)  # blurred | restored | clean
-    np.testing.assert_array_equal(image_grid(samples, gap=1), [[0, 255, 128, 255, 255]])
-
-
-def test_image_grid_puts_panels_side_by_side_and_samples_in_rows() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.random((3, 1, 5, 12), dtype=np.float32)
-    grid = image_grid(torch.from_numpy(x), gap=2)
-    as8 = np.rint(x * 255).astype(np.uint8)
-    white_col = np.full((5, 2), 255, np.uint8)
-    rows = [
-        np.hstack([as8[i, 0, :, 0:4], white_col, as8[i, 0, :, 4:8], white_col, as8[i, 0, :, 8:12]])
-        for i in range(3)
-    ]
-    white_row = np.full((2, 16), 255, np.uint8)
-    expected = np.vstack([rows[0], white_row, rows[1], white_row, rows[2]])
-    np.testing.assert_array_equal(grid, expected)
-
-
-def test_image_grid_rejects_a_batch_that_is_not_three_panels() -> None:
-    with pytest.raises(ValueError, match=r"\(n, 1, H, 3W\), got \(2, 1, 4, 4\)"):
-        image_grid(torch.zeros(2, 1, 4, 4))
 
 
 # -- data fingerprints -----------------------------------------------------------------------------

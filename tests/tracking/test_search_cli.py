@@ -100,7 +100,7 @@ def test_search_logs_a_parent_run_and_one_child_per_trial_with_every_metric_poin
         finished = bool(rows[-1].get("finished"))
         expected = "finished" if finished else "stopped_early"
         assert run.data.tags["semtune.status"] == expected
-        assert run.info.status == ("FINISHED" if finished else "KILLED")
+        assert run.info.status == "FINISHED"  # stopped early is not a failure (a red cross)
         assert float(run.data.params["loss.gamma"]) == pytest.approx(
             rows[0]["config"]["loss.gamma"]
         )

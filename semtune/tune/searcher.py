@@ -5,6 +5,11 @@
 - A trial that diverged (``nonfinite_loss``) or errored is told to Optuna as FAIL, never as
   COMPLETE with its last good value (``OptunaSearch`` alone would do the latter for errors that
   happened after a report).
+- The Optuna study names its objectives (``set_metric_names``: optuna-dashboard shows ``ssim``
+  instead of "Objective 0"), and a trial the scheduler stopped early keeps Optuna's COMPLETE
+  state with its last value (what the sampler learns from) but says so: user attributes
+  ``semtune_status`` (``finished`` / ``stopped_early``) and ``stopped_at_step``, shown by
+  optuna-dashboard on the trial.
 - ``close_orphans`` marks Optuna trials left RUNNING by a driver that was killed between asking
   Optuna and saving Tune's experiment state: Tune never learnt of them, so they will not finish.
 """
@@ -12,21 +17,31 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from semtune.tune.keys import NONFINITE_KEY
+from semtune.tune.keys import FINISHED_KEY, NONFINITE_KEY
 
-__all__ = ["TUNE_TRIAL_ATTR", "StudySearcher", "close_orphans"]
+__all__ = ["STATUS_ATTR", "TUNE_TRIAL_ATTR", "StudySearcher", "close_orphans"]
 
 TUNE_TRIAL_ATTR = "tune_trial_id"
+STATUS_ATTR = "semtune_status"
 
 
 class StudySearcher(OptunaSearch):
     """``OptunaSearch`` that tags trials with their Tune id and fails diverged trials."""
+
+    def _setup_study(self, mode: str | list[str]) -> None:
+        super()._setup_study(mode)
+        names = _as_list(self._metric)
+        if names and self._ot_study.metric_names != names:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names(names)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         params = super().suggest(trial_id)
@@ -53,6 +68,11 @@ class StudySearcher(OptunaSearch):
                 ot_trial.set_user_attr("failure", "non-finite loss")
             elif error:
                 ot_trial.set_user_attr("failure", "error (retries exhausted)")
+            elif result:
+                finished = bool(result.get(FINISHED_KEY))
+                ot_trial.set_user_attr(STATUS_ATTR, "finished" if finished else "stopped_early")
+                if not finished and "step" in result:
+                    ot_trial.set_user_attr("stopped_at_step", int(result["step"]))
         if diverged or error:
             result, error = None, True
         super().on_trial_complete(trial_id, result=result, error=error)

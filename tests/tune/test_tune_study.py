@@ -130,6 +130,10 @@ def test_a_diverging_trial_fails_while_the_study_completes(
     )
     states = {t.params["loss.gamma"]: t.state.name for t in study.trials}
     assert states == {0.0: "COMPLETE", 10.0: "COMPLETE", 1.0e39: "FAIL"}
+    # optuna-dashboard shows the objective by name, and how each trial ended
+    assert study.metric_names == ["ssim"]
+    ended = {t.params["loss.gamma"]: t.user_attrs.get("semtune_status") for t in study.trials}
+    assert ended == {0.0: "finished", 10.0: "finished", 1.0e39: None}
 
 
 def test_a_folder_holding_a_study_is_not_overwritten(

@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test cluster-test lint mlflow-server screenshots clean
+.PHONY: setup demo test cluster-test lint mlflow-server screenshots cli-docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test: setup
 # Kubernetes configs validated (docs/cluster.md). Part of `make test` too.
 cluster-test: setup
 	$(PY) -m pytest -q -rs tests/cluster
+
+# docs/cli.md, the --help of every command, written from the parsers themselves at a fixed
+# width (tests/test_cli.py fails, naming this target, when it is stale).
+cli-docs: setup
+	$(PY) -m semtune.cli > docs/cli.md
 
 lint: setup
 	$(PY) -m ruff check semtune tests bench

@@ -17,6 +17,15 @@ import torch
 from tqdm import tqdm
 
 from semtune.baselines import METHODS, restore
+from semtune.cli import (
+    add_no_bar_detect,
+    add_out,
+    add_threads,
+    add_tracking_uri,
+    parser,
+    start_threads,
+)
+from semtune.data.datasets import PairedSet
 from semtune.data.degrade import ALL_SETS, SETS
 from semtune.io import ImageReadError
 from semtune.scoring import (
@@ -28,18 +37,32 @@ from semtune.scoring import (
     write_outputs,
 )
 
-__all__ = ["classical_methods", "main", "add_scoring_args"]
+__all__ = ["add_scoring_args", "build_parser", "classical_methods", "main"]
 
 ORACLE_METHODS = ("wiener", "richardson_lucy", "cls")
 
 
 def classical_methods(*, oracle: bool = True) -> dict[str, Method]:
     """The classical baselines by table name; ``*_oracle`` are handed the true PSF."""
-    methods: dict[str, Method] = {m: (lambda x, _p, m=m: restore(m, x)) for m in METHODS}
+    methods: dict[str, Method] = {m: _blind(m) for m in METHODS}
     if oracle:
         for m in ORACLE_METHODS:
-            methods[f"{m}_oracle"] = lambda x, p, m=m: restore(f"{m}_oracle", x, psf=p.psfs)
+            methods[f"{m}_oracle"] = _oracle(f"{m}_oracle")
     return methods
+
+
+def _blind(name: str) -> Method:
+    def method(x: torch.Tensor, _paired: PairedSet) -> torch.Tensor:
+        return restore(name, x)
+
+    return method
+
+
+def _oracle(name: str) -> Method:
+    def method(x: torch.Tensor, paired: PairedSet) -> torch.Tensor:
+        return restore(name, x, psf=paired.psfs)  # handed the true kernel
+
+    return method
 
 
 def add_scoring_args(p: argparse.ArgumentParser) -> None:
@@ -50,48 +73,74 @@ def add_scoring_args(p: argparse.ArgumentParser) -> None:
         required=True,
         type=Path,
         metavar="DIR",
-        help="folder(s) of clean SEM images (PNG/JPEG/TIFF); their data bars are cropped",
+        help="folder(s) of clean SEM images (PNG/JPEG/TIFF); their data bars are cropped "
+        "(unless --no-bar-detect)",
     )
     p.add_argument(
         "--sets",
         nargs="+",
         default=list(SETS),
         choices=ALL_SETS,
-        help="synthetic sets: the paper's A B C (default) and their noisy variants A+n B+n C+n",
+        metavar="SET",
+        help="synthetic sets: the paper's A B C and their noisy variants A+n B+n C+n",
     )
-    p.add_argument(
-        "--out",
+    add_out(
+        p,
+        "output folder (table.csv, table.md, examples.png; kept unless --overwrite)",
         required=True,
-        type=Path,
-        help="output folder (table.csv, table.md, examples.png; kept unless --overwrite)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace the tables already in --out")
-    p.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (default 256)")
-    p.add_argument("--crops", type=int, default=64, help="number of test crops (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the crops and degradations")
+    p.add_argument("--crop-size", type=int, default=256, metavar="PX", help="crop side in pixels")
+    p.add_argument("--crops", type=int, default=64, metavar="N", help="number of test crops")
     p.add_argument(
-        "--no-bar-crop",
-        dest="crop_bar",
-        action="store_false",
-        help="do not detect and crop the microscope's information bar",
+        "--seed", type=int, default=0, metavar="N", help="seed of the crops and degradations"
     )
+    add_no_bar_detect(p, old=["--no-bar-crop"])
+    add_threads(p)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m semtune.benchmark",
-        description="Score classical deblurring methods (and optionally a trained generator) on "
-        "paired synthetic sets made from clean SEM images: the paper's Table 1/2.",
+_EXAMPLES = """\
+examples:
+  python -m semtune.benchmark --data data/sample/test --out bench-out/          # sets A B C
+  python -m semtune.benchmark --data data/sample/test --sets A+n B+n C+n --crops 16 --out noisy/
+  python -m semtune.benchmark --data data/sample/test --model runs/cpu/generator.pt --out with-g/
+
+Writes OUT/table.csv (one row per set and method: SSIM, PSNR against the clean crops; AG, CON,
+SF without reference), OUT/table.md and OUT/examples.png. python -m semtune.evaluate makes the
+same crops for the same --data, --crop-size, --crops and --seed.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser (also read by ``python -m semtune.cli`` for docs/cli.md)."""
+    p = parser(
+        "python -m semtune.benchmark",
+        "Score classical deblurring methods (and optionally a trained generator) on paired "
+        "synthetic sets made from clean SEM images: the paper's Table 1/2.",
+        _EXAMPLES,
     )
     add_scoring_args(p)
-    p.add_argument("--model", type=Path, help="also score this generator checkpoint as 'cyclegan'")
+    p.add_argument(
+        "--model",
+        help="also score this generator as 'cyclegan': a checkpoint file or a models:/ or "
+        "runs:/ URI (read from --tracking-uri)",
+    )
+    add_tracking_uri(p)
     p.add_argument(
         "--no-oracle",
         dest="oracle",
         action="store_false",
         help="leave out the *_oracle rows (methods handed the true blur kernel)",
     )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0 (0 = the CPUs this process may use), got {args.threads}")
+    print(start_threads(args.threads), file=sys.stderr)
 
     t0 = time.monotonic()
     try:
@@ -102,9 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             crop_size=args.crop_size,
             n_crops=args.crops,
             seed=args.seed,
-            crop_bar=args.crop_bar,
+            crop_bar=args.bar_detect,
         )
-    except (ImageReadError, ValueError, FileExistsError) as exc:
+        methods = classical_methods(oracle=args.oracle)
+        if args.model is not None:
+            from semtune.evaluate import generator_method
+
+            methods["cyclegan"] = generator_method(args.model, tracking_uri=args.tracking_uri)
+    except (ImageReadError, ValueError, FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path, reason in data.skipped:
@@ -114,16 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.crop_size}x{args.crop_size}, "
         f"sets {' '.join(args.sets)}, seed {args.seed}"
     )
-    methods = classical_methods(oracle=args.oracle)
-    if args.model is not None:
-        from semtune.evaluate import generator_method
-
-        methods["cyclegan"] = generator_method(args.model)
     bar = tqdm(total=len(methods) * len(args.sets), desc="benchmark", unit="run", file=sys.stderr)
 
-    table, examples = score(
-        data, methods, progress=lambda m: (bar.set_postfix_str(m), bar.update(1))
-    )
+    def progress(what: str) -> None:
+        bar.set_postfix_str(what)
+        bar.update(1)
+
+    table, examples = score(data, methods, progress=progress)
     bar.close()
     paths = write_outputs(table, examples, args.out, title=_title(args), overwrite=args.overwrite)
     print(to_markdown(table))

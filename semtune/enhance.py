@@ -21,6 +21,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from semtune.cli import (
+    add_no_bar_detect,
+    add_out,
+    add_threads,
+    add_tracking_uri,
+    parser,
+    start_threads,
+)
 from semtune.inference import (
     enhance_image,
     native_tile,
@@ -36,6 +44,7 @@ from semtune.train.state import GeneratorFile, load_generator_file
 
 # enhance_image, run_padded and tile_weights live in semtune.inference; re-exported here
 __all__ = [
+    "build_parser",
     "enhance_image",
     "load_model",
     "load_model_file",
@@ -84,40 +93,83 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _inputs(items: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+
+
+def _under(p: Path, folder: Path) -> bool:
+    return p.resolve().is_relative_to(folder.resolve())
+
+
+def _inputs(
+    items: Sequence[Path], *, recursive: bool = False, out: Path | None = None
+) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """The images to restore, each with the sub-folder (relative to the folder given, ``.`` for
+    a file given) its output goes to, and notes for the user (sub-folders skipped).
+
+    A folder's sub-folders are searched only with ``recursive``; the output folder ``out``, when
+    it is one of them, never is (it holds the restored images of an earlier run).
+    """
+    found: list[tuple[Path, Path]] = []
+    notes: list[str] = []
     for item in items:
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise ImageReadError(f"{item}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-            files.extend(found)
+            # -o naming the folder itself is refused later (the originals are never written over)
+            skip = out if out is not None and out.resolve() != item.resolve() else None
+            walk = item.rglob("*") if recursive else item.iterdir()
+            images = sorted(
+                p for p in walk if _is_image(p) and (skip is None or not _under(p, skip))
+            )
+            skipped: list[str] = []
+            if not recursive:
+                skipped = sorted(
+                    d.name
+                    for d in item.iterdir()
+                    if d.is_dir()
+                    and (skip is None or not _under(d, skip))
+                    and any(_is_image(f) for f in d.rglob("*"))
+                )
+                if skipped:
+                    shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+                    notes.append(
+                        f"{item}: {len(skipped)} sub-folder(s) with images skipped ({shown}); "
+                        "--recursive includes them"
+                    )
+            if not images:
+                more = "; its sub-folders have some: add --recursive" if skipped else ""
+                raise ImageReadError(f"{item}: no images ({', '.join(IMAGE_EXTENSIONS)}){more}")
+            found.extend((p, p.parent.relative_to(item)) for p in images)
         elif item.is_file():
-            files.append(item)
+            found.append((item, Path(".")))
         else:
             raise ImageReadError(f"{item}: no such file or folder")
-    unique = {f.resolve(): f for f in reversed(files)}  # a file named twice is restored once
-    return [f for f in files if unique.get(f.resolve()) is f]
+    unique = {f.resolve(): (f, rel) for f, rel in reversed(found)}  # named twice: restored once
+    return [(f, rel) for f, rel in found if unique[f.resolve()][0] is f], notes
 
 
 def _plan_outputs(
-    files: Sequence[Path], out: Path, jpeg_quality: int, *, overwrite: bool, report: bool
+    files: Sequence[tuple[Path, Path]],
+    out: Path,
+    jpeg_quality: int,
+    *,
+    overwrite: bool,
+    report: bool,
 ) -> dict[Path, Path]:
-    """Each input's output file, or a ValueError that says why the outputs would lose work:
-    ``out`` is a file or holds an input (the originals are never written over, even with
-    ``overwrite``), two inputs would be written to one name, or outputs exist already and
-    ``overwrite`` is off."""
+    """Each input's output file (``out/SUB-FOLDER/NAME``), or a ValueError that says why the
+    outputs would lose work: ``out`` is a file or holds an input (the originals are never
+    written over, even with ``overwrite``), two inputs would be written to one name, or outputs
+    exist already and ``overwrite`` is off."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"-o {out} is a file; name a folder for the restored images")
     where = out.resolve()
     targets: dict[Path, Path] = {}
-    for f in files:
-        if f.resolve().parent == where:
+    for f, rel in files:
+        target = out / rel / f"{f.stem}{_suffix(f, 8, jpeg_quality)}"
+        if f.resolve().parent in (where, target.resolve().parent):
             raise ValueError(
                 f"-o {out} is the folder of the input {f}: name another folder, the originals "
                 "are never written over"
             )
-        target = out / f"{f.stem}{_suffix(f, 8, jpeg_quality)}"
         if target in targets:
             raise ValueError(
                 f"{targets[target]} and {f} would both be written to {target}: restore them "
@@ -148,42 +200,48 @@ def provenance(model: str, file: GeneratorFile | None = None) -> str:
     return f"restored by semtune {version} with {model}{step} on {when}"
 
 
-_EXAMPLES = """examples:
+_EXAMPLES = """\
+examples:
   python -m semtune.enhance my_images/ -o restored/ --model models:/semtune-generator@champion
   python -m semtune.enhance img.tif -o restored/ --model runs/cpu/generator.pt --report
   python -m semtune.enhance scans/*.jpg -o restored/ --model g.pt --jpeg-quality 95
+  python -m semtune.enhance session/ --recursive -o restored/ --model g.pt   # and sub-folders
 """
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m semtune.enhance",
-        description="Restore SEM micrographs at full size with a trained generator. The output "
-        "keeps the input's size, bit depth, data bar and metadata (TIFF tags such as FEI and "
-        "Zeiss records, pixel size, EXIF), with a provenance line added to its description.",
-        epilog=_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser (also read by ``python -m semtune.cli`` for docs/cli.md)."""
+    p = parser(
+        "python -m semtune.enhance",
+        "Restore SEM micrographs at full size with a trained generator. The output keeps the "
+        "input's size, bit depth, data bar and metadata (TIFF tags such as FEI and Zeiss "
+        "records, pixel size, EXIF), with a provenance line added to its description.",
+        _EXAMPLES,
     )
     p.add_argument(
         "inputs",
         nargs="+",
         type=Path,
         metavar="IMAGE_OR_DIR",
-        help="image files (PNG, JPEG, 8/16-bit TIFF) or folders of them",
+        help="image files (PNG, JPEG, 8/16-bit TIFF) or folders of them (a folder's "
+        "sub-folders only with --recursive)",
     )
     p.add_argument(
         "--model",
         required=True,
         help="generator: a checkpoint file (generator.pt / best.pt) or models:/NAME@ALIAS, "
-        "models:/NAME/VERSION, runs:/RUN_ID/PATH",
+        "models:/NAME/VERSION, runs:/RUN_ID/PATH (read from --tracking-uri)",
+    )
+    add_out(
+        p,
+        "output folder (never an input's folder; existing outputs are kept unless --overwrite)",
+        required=True,
     )
     p.add_argument(
-        "-o",
-        "--out",
-        required=True,
-        type=Path,
-        help="output folder (never an input's folder; existing outputs are kept unless "
-        "--overwrite)",
+        "--recursive",
+        action="store_true",
+        help="also restore the images in the sub-folders of a folder given, into the same "
+        "sub-folders under --out",
     )
     p.add_argument(
         "--overwrite",
@@ -202,12 +260,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="Q",
-        help="write JPEG inputs as JPEG at this quality (1-95); default 0: as PNG, losslessly",
+        help="write JPEG inputs as JPEG at this quality (1-95); 0: as PNG, losslessly",
     )
     p.add_argument(
         "--tile",
         type=int,
         default=None,
+        metavar="PX",
         help="tile side in pixels, 0 = whole image (default: the size the network was trained "
         "on, where it behaves as trained; see semtune.inference)",
     )
@@ -215,18 +274,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--overlap",
         type=int,
         default=None,
+        metavar="PX",
         help="tile overlap in pixels, blended (default: a quarter of the tile)",
     )
     p.add_argument(
         "--crop-bar",
         action="store_true",
-        help="drop the microscope's data bar from the output (default: keep it, unchanged)",
+        help="drop the microscope's data bar from the output (without it: the bar is kept, "
+        "unchanged)",
     )
-    p.add_argument(
-        "--no-bar-detect",
-        action="store_true",
-        help="treat the whole frame as sample content (no data-bar detection)",
-    )
+    add_no_bar_detect(p)
     p.add_argument(
         "--max-pixels",
         type=int,
@@ -236,13 +293,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "$SEMTUNE_MAX_PIXELS, else 16384 x 16384 = 268 M; restoring takes about 10 bytes per "
         "pixel)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
-    p.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help="MLflow server or store holding models:/ and runs:/ models (default: "
-        "$MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db); never created by reading",
-    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_threads(p)
+    add_tracking_uri(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not 0 <= args.jpeg_quality <= 95:
         p.error(f"--jpeg-quality must be between 1 and 95 (0 = PNG), got {args.jpeg_quality}")
@@ -252,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overlap < 0 or (args.tile and 2 * args.overlap >= args.tile)
     ):
         p.error(f"--overlap must be >= 0 and below half of --tile {args.tile}, got {args.overlap}")
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0 (0 = the CPUs this process may use), got {args.threads}")
     with _plain_warnings():
         return _run(args)
 
@@ -260,14 +320,18 @@ def _run(args: argparse.Namespace) -> int:
     """The restoration, once the arguments are checked."""
     try:
         device = _device(args.device)
-        files = _inputs(args.inputs)
+        found, notes = _inputs(args.inputs, recursive=args.recursive, out=args.out)
         targets = _plan_outputs(
-            files, args.out, args.jpeg_quality, overwrite=args.overwrite, report=args.report
+            found, args.out, args.jpeg_quality, overwrite=args.overwrite, report=args.report
         )
+        files = [f for f, _ in found]
         model = load_model_file(args.model, device, tracking_uri=args.tracking_uri)
     except (ImageReadError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(start_threads(args.threads), file=sys.stderr)
     g = model.g
     try:
         tiling(g, args.tile, args.overlap)  # against the model's own tile if --tile is not set
@@ -281,7 +345,7 @@ def _run(args: argparse.Namespace) -> int:
     failed = 0
     for path in tqdm(files, desc="enhance", unit="image", disable=len(files) < 2, file=sys.stderr):
         try:
-            img = read_image(path, crop_bar=not args.no_bar_detect, max_pixels=args.max_pixels)
+            img = read_image(path, crop_bar=args.bar_detect, max_pixels=args.max_pixels)
         except ImageReadError as exc:
             print(f"skipped: {exc}", file=sys.stderr)
             failed += 1
@@ -310,15 +374,21 @@ def _run(args: argparse.Namespace) -> int:
         frame = frame.cpu()
         restored = frame[:, :h]
         if args.report:
+            rel = targets[path].parent.relative_to(args.out)  # the input's sub-folder
             a = assess(
-                path.name, img.data[None], restored[None], info, lambda x: restore_batch(g, x)
+                (rel / path.name).as_posix(),
+                img.data[None],
+                restored[None],
+                info,
+                lambda x: restore_batch(g, x),
             )
             sheet = contact_sheet(
-                img.data[None], restored[None], args.out / "report" / f"{path.stem}.png"
+                img.data[None], restored[None], args.out / "report" / rel / f"{path.stem}.png"
             )
-            a.sheet = sheet.name
+            a.sheet = (rel / sheet.name).as_posix()
             assessments.append(a)
         target = targets[path].with_suffix(_suffix(path, img.bit_depth, args.jpeg_quality))
+        target.parent.mkdir(parents=True, exist_ok=True)
         if target != targets[path] and target.exists() and not args.overwrite:
             print(f"skipped: {path}: {target} exists (--overwrite replaces it)", file=sys.stderr)
             failed += 1

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from semtune.benchmark import add_scoring_args
+from semtune.cli import add_tracking_uri, parser, start_threads
 from semtune.enhance import load_model
 from semtune.inference import restore_batch
 from semtune.io import ImageReadError
@@ -23,7 +24,7 @@ from semtune.scoring import (
     write_outputs,
 )
 
-__all__ = ["generator_method", "main"]
+__all__ = ["build_parser", "generator_method", "main"]
 
 
 def generator_method(
@@ -47,21 +48,45 @@ def generator_method(
     return method
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m semtune.evaluate",
-        description="Score a trained generator on paired synthetic sets made from clean SEM "
-        "images (same crops and columns as python -m semtune.benchmark).",
+_EXAMPLES = """\
+examples:
+  python -m semtune.evaluate --model runs/cpu/generator.pt --data data/sample/test --out eval/cpu
+  python -m semtune.evaluate --model models:/semtune-generator@champion --data my_clean/ \\
+      --sets A B C A+n --out eval/champion
+  python -m semtune.evaluate --model runs/cpu/generator.pt --data data/sample/test --crops 16 \\
+      --seed 1 -o eval/quick
+
+Writes OUT/table.csv (method 'cyclegan', plus the blurred input and the clean reference),
+OUT/table.md and OUT/examples.png, on the crops python -m semtune.benchmark scores the
+classical methods on (same --data, --crop-size, --crops and --seed).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser (also read by ``python -m semtune.cli`` for docs/cli.md)."""
+    p = parser(
+        "python -m semtune.evaluate",
+        "Score a trained generator on paired synthetic sets made from clean SEM images (same "
+        "crops and columns as python -m semtune.benchmark).",
+        _EXAMPLES,
     )
-    p.add_argument("--model", required=True, help="checkpoint file or models:/ / runs:/ URI")
     p.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help="MLflow server or store of a models:/ or runs:/ --model (default: "
-        "$MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db); never created by reading",
+        "--model",
+        required=True,
+        help="generator: a checkpoint file (generator.pt / best.pt) or models:/NAME@ALIAS, "
+        "models:/NAME/VERSION, runs:/RUN_ID/PATH (read from --tracking-uri)",
     )
+    add_tracking_uri(p)
     add_scoring_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0 (0 = the CPUs this process may use), got {args.threads}")
+    print(start_threads(args.threads), file=sys.stderr)
     try:
         check_outputs(args.out, overwrite=args.overwrite)
         data = load_scoring_data(
@@ -70,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             crop_size=args.crop_size,
             n_crops=args.crops,
             seed=args.seed,
-            crop_bar=args.crop_bar,
+            crop_bar=args.bar_detect,
         )
         method = generator_method(args.model, tracking_uri=args.tracking_uri)
     except (ImageReadError, FileNotFoundError, FileExistsError, ValueError) as exc:

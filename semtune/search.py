@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+from semtune.cli import add_model_name, add_out, add_set, add_tracking_uri, parser
+
+__all__ = ["build_parser", "main"]
 
 _EPILOG = """\
 examples:
@@ -32,26 +34,25 @@ format and docs/mlflow.md for tracking.
 """
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m semtune.search",
-        description="Run a hyperparameter study of the CycleGAN trainer: Optuna picks the "
-        "trials, Ray Tune runs them (locally, or on a cluster with --address).",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser (also read by ``python -m semtune.cli`` for docs/cli.md)."""
+    p = parser(
+        "python -m semtune.search",
+        "Run a hyperparameter study of the CycleGAN trainer: Optuna picks the trials, Ray Tune "
+        "runs them (locally, or on a cluster with --address).",
+        _EPILOG,
     )
     p.add_argument(
         "--space",
         required=True,
         type=Path,
+        metavar="FILE",
         help="study file (YAML): base config, searched config paths, objective, sampler, "
         "trials, resources; e.g. search_spaces/gamma.yaml",
     )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="study folder (default: ./<study name> in the working directory); holds the "
+    add_out(
+        p,
+        "study folder (default: ./<study name> in the working directory); holds the "
         "results, figures, best_generator.pt, optuna.db and Tune's state",
     )
     p.add_argument(
@@ -61,14 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="number of trials, overriding the file's 'trials' (new studies only)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="override the base trainer config of every trial, e.g. --set schedule.steps=100 "
-        "(repeatable; new studies only)",
+    add_set(
+        p,
+        "override the base trainer config of every trial by its path, e.g. --set "
+        "schedule.steps=100 (repeatable; new studies only)",
     )
     p.add_argument(
         "--resume",
@@ -98,31 +95,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="seconds between progress tables (also printed whenever a trial changes status)",
     )
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        metavar="URI",
-        help="MLflow tracking server or store (http://127.0.0.1:5000, sqlite:///abs/path.db, "
-        "postgresql://...); default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db, the store "
-        "that mlflow/start-server.sh serves",
-    )
+    add_tracking_uri(p)
     p.add_argument(
         "--experiment",
         default=None,
+        metavar="NAME",
         help="MLflow experiment name (default: the study's name)",
     )
-    p.add_argument(
-        "--model-name",
-        default=None,
-        metavar="NAME",
-        help="registered model that receives the best generator (default: semtune-generator); "
-        "its 'champion' alias moves only to a better model",
+    add_model_name(
+        p,
+        "registered model that receives the best generator; its 'champion' alias moves only "
+        "to a better model",
     )
     p.add_argument(
         "--no-tracking",
         action="store_true",
         help="do not log to MLflow (results stay in the study folder only)",
     )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
 
     # Before Ray and Tune are imported: no usage reporting, no Tune console output of its own.
@@ -234,6 +228,7 @@ def _start_tracker(args: argparse.Namespace, spec: Any, out: Path) -> Any:
             "scheduler": spec.scheduler.name,
             "searched": ",".join(p.path for p in spec.space),
         },
+        searched=[p.path for p in spec.space],
     )
     tracker.start(resume=args.resume)
     print(f"MLflow: logging to {uri} (experiment {tracker.experiment!r})")
@@ -278,10 +273,17 @@ def _finish_tracking(tracker: Any, result: Any, spec: Any, args: argparse.Namesp
         )
         print(reg.message)
     print(f"MLflow UI: {_ui_command(tracker.uri, ui_hint)}")
+    base = tracker.uri if tracker.uri.startswith(("http://", "https://")) else _LOCAL_UI
+    print(f"the study's trials, sorted, with their metrics: {tracker.runs_page(base)}")
+
+
+_LOCAL_UI = "http://127.0.0.1:5000"
 
 
 def _ui_command(uri: str, ui_hint: Any) -> str:
     store = Path.cwd() / "mlruns"
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
     if uri != f"sqlite:///{(store / 'mlflow.db').as_posix()}":
         return str(ui_hint(uri))
     script = Path(__file__).resolve().parents[1] / "mlflow" / "start-server.sh"
@@ -291,7 +293,7 @@ def _ui_command(uri: str, ui_hint: Any) -> str:
         command = "mlflow/start-server.sh"
     else:
         command = f"MLFLOW_STORE={store} {script}"
-    return f"{command}   # then open http://127.0.0.1:5000"
+    return f"{command}   # serves {_LOCAL_UI}"
 
 
 if __name__ == "__main__":

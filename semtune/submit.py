@@ -33,11 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semtune.cli import add_out, add_tracking_uri, parser
+
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_EXCLUDES",
     "JobPlan",
     "SubmitError",
+    "build_parser",
     "follow",
     "main",
     "plan_job",
@@ -86,7 +89,7 @@ DEFAULT_OUT_ROOT = "~/semtune-studies"
 _TOKEN_FILE = Path("~/.ray/auth_token")
 _TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # search flags that this command sets itself (from its own options)
-_OWN_FLAGS = ("--space", "--out", "--tracking-uri", "--no-tracking", "--address")
+_OWN_FLAGS = ("--space", "--out", "-o", "--tracking-uri", "--no-tracking", "--address")
 
 _EPILOG = """\
 examples:
@@ -197,8 +200,10 @@ def prepare_auth(token_file: str | Path | None = None) -> str:
 
 def _flag_given(args: Sequence[str], flag: str) -> bool:
     """Whether ``flag`` is among ``args``, also as argparse would read it: ``--flag=value`` or
-    abbreviated (``--ou`` for ``--out``)."""
+    abbreviated (``--ou`` for ``--out``); a short flag also with its value attached (``-oDIR``)."""
     for a in args:
+        if len(flag) == 2 and a.startswith(flag) and not a.startswith("--"):
+            return True
         name = a.split("=", 1)[0]
         if name == flag or (name.startswith("--") and len(name) > 3 and flag.startswith(name)):
             return True
@@ -423,22 +428,23 @@ def _report(client: Any, job_id: str, status: str) -> int:
     return 0 if status == "SUCCEEDED" else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    search_args: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, search_args = argv[:cut], argv[cut + 1 :]
-    p = argparse.ArgumentParser(
-        prog="python -m semtune.submit",
-        description="Run a study (python -m semtune.search) on a Ray cluster as a Ray job: "
-        "upload the project folder, start the study, stream its output. Arguments after "
-        "'--' go to semtune.search.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser, for the arguments before ``--`` (also read by
+    ``python -m semtune.cli`` for docs/cli.md)."""
+    p = parser(
+        "python -m semtune.submit",
+        "Run a study (python -m semtune.search) on a Ray cluster as a Ray job: upload the "
+        "project folder, start the study, stream its output. Arguments after '--' go to "
+        "semtune.search.",
+        _EPILOG,
+        usage="%(prog)s --space FILE [options] [-- SEARCH_OPTIONS ...]\n"
+        "       %(prog)s --follow JOB_ID | --status JOB_ID | --stop JOB_ID [options]\n"
+        "       %(prog)s --list [options]",
     )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--space", type=Path, help="the study file to run (inside --working-dir)")
+    what.add_argument(
+        "--space", type=Path, metavar="FILE", help="the study file to run (inside --working-dir)"
+    )
     what.add_argument("--follow", metavar="JOB_ID", help="stream a submitted job's output")
     what.add_argument("--status", metavar="JOB_ID", help="print a job's status")
     what.add_argument("--stop", metavar="JOB_ID", help="stop a job (its trials end)")
@@ -446,25 +452,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--address",
         default=None,
+        metavar="URL",
         help=f"the cluster's dashboard URL (default: $RAY_API_SERVER_ADDRESS, an http "
         f"$RAY_ADDRESS, else {DEFAULT_ADDRESS})",
     )
-    p.add_argument("--token-file", default=None, help="file with the cluster's Ray token")
+    p.add_argument(
+        "--token-file", default=None, metavar="FILE", help="file with the cluster's Ray token"
+    )
     p.add_argument(
         "--working-dir",
         default=".",
+        metavar="DIR",
         help="project folder uploaded to the cluster (default: the current folder)",
     )
-    p.add_argument(
-        "--out",
-        default=None,
-        help=f"study folder on the cluster, absolute or ~/... (default: "
+    add_out(
+        p,
+        f"study folder on the cluster, absolute or ~/... (default: "
         f"{DEFAULT_OUT_ROOT}/<study>-<time> on the node that runs the job)",
+        type=str,
     )
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow server the cluster's nodes reach (default: $MLFLOW_TRACKING_URI)",
+    add_tracking_uri(
+        p,
+        "MLflow tracking server that the cluster's nodes reach, http://HOST:5000 (default: "
+        "$MLFLOW_TRACKING_URI; the local ./mlruns/mlflow.db of other commands is refused: the "
+        "nodes cannot write to a file on this machine)",
     )
     p.add_argument("--no-tracking", action="store_true", help="run the study without MLflow")
     p.add_argument(
@@ -474,17 +485,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PATTERN",
         help="more files left out of the upload (.gitignore syntax; repeatable)",
     )
-    p.add_argument("--job-id", default=None, help="the job's id (default: semtune-<study>-<time>)")
+    p.add_argument(
+        "--job-id",
+        default=None,
+        metavar="JOB_ID",
+        help="the job's id (default: semtune-<study>-<time>)",
+    )
     p.add_argument(
         "--python",
         default="python",
-        help="Python executable on the cluster (default: python)",
+        metavar="EXE",
+        help="Python executable on the cluster",
     )
     p.add_argument(
         "--no-follow",
         action="store_true",
         help="return once the job is submitted (follow it later with --follow)",
     )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    search_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, search_args = argv[:cut], argv[cut + 1 :]
+    p = build_parser()
     args = p.parse_args(argv)
     if search_args and args.space is None:
         p.error("arguments after '--' go with --space")

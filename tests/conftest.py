@@ -89,6 +89,15 @@ def _this_test_touched_nothing(_touch_nothing_outside_tmp: None) -> Iterator[Non
         pytest.fail("this test used $MLFLOW_TRACKING_URI (the developer's store), not its own")
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored() -> Iterator[None]:
+    """A CLI called in this process sets torch's thread count (semtune.threads); the next test
+    gets the count above back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

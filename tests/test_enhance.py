@@ -249,3 +249,78 @@ def test_a_registry_model_named_outside_the_project_creates_no_store(
     assert main([*args, "--model", "models:/m@champion", "--tracking-uri", str(elsewhere)]) == 2
     assert f"no MLflow store at {elsewhere}" in capsys.readouterr().err
     assert not elsewhere.parent.exists()
+
+
+def test_sub_folders_are_named_when_skipped_and_mirrored_with_recursive(
+    tmp_path: Path, sample_train_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = str(_tiny_model(tmp_path, sample_train_dir))
+    rng = np.random.default_rng(0)
+    src = tmp_path / "session"
+    for rel in ("top.tif", "a/x.tif", "a/deep/x.tif", "b/x.tif"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(src / rel, (rng.random((64, 80)) * 255).astype(np.uint8))
+    (src / "empty").mkdir()
+    (src / "notes").mkdir()
+    (src / "notes" / "readme.txt").write_text("not an image")
+
+    def outputs(folder: Path) -> set[str]:
+        return {p.relative_to(folder).as_posix() for p in folder.rglob("*.tif")}
+
+    # without --recursive: the folder's own images, and one line naming what was left out
+    flat = tmp_path / "flat"
+    assert main([str(src), "--model", model, "-o", str(flat)]) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: {src}: 2 sub-folder(s) with images skipped (a, b); --recursive includes them"
+    ]
+    assert err.count("threads: ") == 1  # said once, at start
+    assert outputs(flat) == {"top.tif"}
+    # with it: every image, into the same sub-folders under -o
+    out = tmp_path / "restored"
+    assert main([str(src), "--recursive", "--model", model, "-o", str(out), "--report"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    assert outputs(out) == {"top.tif", "a/x.tif", "a/deep/x.tif", "b/x.tif"}
+    assert tifffile.imread(out / "a" / "deep" / "x.tif").shape == (64, 80)
+    # two x.tif in two sub-folders: two contact sheets, neither written over the other
+    assert (out / "report" / "a" / "x.png").is_file() and (out / "report" / "b" / "x.png").is_file()
+    assert "a/x.tif" in (out / "report" / "report.csv").read_text()
+    # again: nothing is written over without --overwrite
+    (out / "a" / "x.tif").write_bytes(b"earlier work")
+    assert main([str(src), "--recursive", "--model", model, "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "a" / "x.tif").read_bytes() == b"earlier work"
+    # -o inside the input folder: an earlier run's outputs are never taken as inputs
+    inside = src / "restored"
+    for extra in ([], ["--overwrite"]):
+        assert main([str(src), "--recursive", "--model", model, "-o", str(inside), *extra]) == 0
+    assert outputs(inside) == {"top.tif", "a/x.tif", "a/deep/x.tif", "b/x.tif"}
+    # a folder with images only in its sub-folders: the error says how to include them
+    capsys.readouterr()
+    only_subs = tmp_path / "only-subs"
+    (only_subs / "day1").mkdir(parents=True)
+    tifffile.imwrite(only_subs / "day1" / "y.tif", np.zeros((64, 80), np.uint8))
+    assert main([str(only_subs), "--model", model, "-o", str(tmp_path / "o2")]) == 2
+    assert "add --recursive" in capsys.readouterr().err
+
+
+def test_threads_follow_the_flag_then_omp_num_threads(
+    tmp_path: Path,
+    sample_train_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = str(_tiny_model(tmp_path, sample_train_dir))
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.png", torch.rand(1, 64, 64))
+    run = [str(tmp_path / "in"), "--model", model, "--overwrite", "-o", str(tmp_path / "out")]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(run) == 0
+    assert "threads: 1 (OMP_NUM_THREADS)" in capsys.readouterr().err
+    assert main([*run, "--threads", "2"]) == 0
+    assert "threads: 2 (--threads)" in capsys.readouterr().err
+    assert torch.get_num_threads() == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert main(run) == 0
+    assert "(the CPUs this process may use; --threads N to change)" in capsys.readouterr().err

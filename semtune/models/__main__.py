@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main"]
+from semtune.cli import HelpFormatter, add_model_name, add_tracking_uri, parser
+
+__all__ = ["build_parser", "main"]
 
 # metrics shown as columns, in this order, when any version has them
 _COLUMNS = ("score", "ssim", "psnr", "ssim_gain", "psnr_gain", "ag", "sf")
@@ -70,36 +72,65 @@ def _promote(uri: str, name: str, version: str, alias: str) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from semtune.tracking import DEFAULT_MODEL_NAME
+_EXAMPLES = """\
+examples:
+  python -m semtune.models list                      # versions, metrics, aliases
+  python -m semtune.models promote 3                 # champion -> version 3
+  python -m semtune.models list --model-name my-generator --tracking-uri http://127.0.0.1:5000
+"""
 
-    p = argparse.ArgumentParser(
-        prog="python -m semtune.models",
-        description="List registered semtune generators and move aliases (MLflow registry).",
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser, with its ``list`` and ``promote`` subcommands (also read by
+    ``python -m semtune.cli`` for docs/cli.md)."""
+    p = parser(
+        "python -m semtune.models",
+        "List registered semtune generators and move aliases (MLflow model registry).",
+        _EXAMPLES,
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--tracking-uri",
-        help="MLflow server or store (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db)",
-    )
-    common.add_argument(
-        "--name",
-        default=DEFAULT_MODEL_NAME,
-        help=f"registered model (default: {DEFAULT_MODEL_NAME})",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
+    add_tracking_uri(common)
+    add_model_name(common, old=["--name"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,promote}")
     sub.add_parser(
-        "list", parents=[common], help="versions with their metrics and aliases (newest first)"
+        "list",
+        parents=[common],
+        help="versions with their metrics and aliases (newest first)",
+        description="List the registered model's versions with their metrics and aliases, "
+        "newest first.",
+        epilog="""\
+examples:
+  python -m semtune.models list
+  python -m semtune.models list --model-name my-generator --tracking-uri http://127.0.0.1:5000
+""",
+        formatter_class=HelpFormatter,
     )
-    pr = sub.add_parser("promote", parents=[common], help="point an alias at a version")
+    pr = sub.add_parser(
+        "promote",
+        parents=[common],
+        help="point an alias at a version",
+        description="Point an alias of the registered model (champion by default) at a "
+        "version: what the MLflow UI's alias edit does.",
+        epilog="""\
+examples:
+  python -m semtune.models promote 3
+  python -m semtune.models promote 2 --alias staging --tracking-uri http://127.0.0.1:5000
+""",
+        formatter_class=HelpFormatter,
+    )
     pr.add_argument("version", help="version number (see `list`)")
-    pr.add_argument("--alias", default="champion", help="alias to move (default: champion)")
+    pr.add_argument("--alias", default="champion", metavar="ALIAS", help="alias to move")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         uri = _uri(args.tracking_uri)
         if args.command == "list":
-            return _list(uri, args.name)
-        return _promote(uri, args.name, args.version, args.alias)
+            return _list(uri, args.model_name)
+        return _promote(uri, args.model_name, args.version, args.alias)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ __all__ = [
     "GeneratorFile",
     "build_state",
     "degradation_of",
+    "checkpoint_config",
     "load_checkpoint",
     "load_generator",
     "load_generator_file",
@@ -255,6 +256,11 @@ def _read(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "config" not in ckpt:
         raise ValueError(f"{path}: not a semtune checkpoint (no 'config' entry)")
     return ckpt
+
+
+def checkpoint_config(path: str | Path) -> TrainConfig:
+    """The config a checkpoint's run was started with (what ``--resume`` continues)."""
+    return from_dict(TrainConfig, _read(path)["config"], source=str(path))
 
 
 def load_checkpoint(path: str | Path, device: torch.device) -> TrainState:

@@ -128,6 +128,17 @@ def test_options_of_submit_are_refused_after_the_separator(project: Path, flag: 
         )
 
 
+@pytest.mark.parametrize("args", [["-o", "/studies/x"], ["-o/studies/x"]])
+def test_the_short_out_flag_is_refused_after_the_separator_like_out(
+    project: Path, args: list[str]
+) -> None:
+    # semtune.search takes -o for --out too: after '--' it would override submit's own --out
+    with pytest.raises(SubmitError, match="-o after '--'"):
+        plan_job(
+            project / "spaces" / "s.yaml", working_dir=project, tracking_uri=URI, search_args=args
+        )
+
+
 def test_the_address_comes_from_the_flag_then_rays_variables() -> None:
     assert resolve_address("http://h:8265/") == "http://h:8265"
     assert resolve_address(None, {"RAY_API_SERVER_ADDRESS": "http://a:1"}) == "http://a:1"

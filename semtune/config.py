@@ -60,7 +60,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. loss.gamma=5")
+        raise ConfigError(f"override {text!r}: expected PATH=VALUE, e.g. loss.gamma=5")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:

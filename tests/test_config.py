@@ -85,7 +85,7 @@ def test_get_and_replace_path() -> None:
 def test_override_into_a_value_is_an_error() -> None:
     with pytest.raises(ConfigError, match="is a value"):
         apply_overrides({"loss": 3}, ["loss.gamma=1"])
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
+    with pytest.raises(ConfigError, match="expected PATH=VALUE"):
         parse_override("loss.gamma")
 
 

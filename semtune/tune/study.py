@@ -385,6 +385,43 @@ def _export_generator(results: Any, trial_id: str, dest: Path) -> Path | None:
     return None
 
 
+# What only continuing a trial needs: the trainer's state (networks, optimizers, RNG), ~55 MB
+# at the cpu preset. Once a study is complete no trial continues, so each trial that ended
+# without an error keeps only its latest snapshot's generator, metrics and state file.
+_TRAINING_STATE = "last.pt"
+
+
+def _slim_checkpoints(results: Any, printer: Callable[[str], None]) -> None:
+    """Drop what no one will read from a complete study's checkpoints (local storage only).
+
+    Kept: every trial's latest snapshot minus the training state (its ``generator.pt`` is the
+    trial's best evaluation, what the export and the registry take), and everything of trials
+    that failed (``--resume`` retries them from their checkpoint). Tune's own bookkeeping of
+    the checkpoints (``num_to_keep``) is untouched: the folders stay, only files go.
+    """
+    before = after = 0
+    for r in results:
+        if r.error is not None or r.checkpoint is None or not Path(r.path).is_dir():
+            continue
+        latest = Path(r.checkpoint.path).resolve()
+        for ckpt in sorted(Path(r.path).glob("checkpoint_*")):
+            for f in ckpt.iterdir():
+                if not f.is_file():
+                    continue
+                size = f.stat().st_size
+                before += size
+                if f.name == _TRAINING_STATE or (ckpt.resolve() != latest and f.suffix == ".pt"):
+                    f.unlink()
+                else:
+                    after += size
+    if before > after:
+        printer(
+            f"checkpoints of the finished trials: {before / 2**20:.0f} MB -> {after / 2**20:.0f} "
+            "MB (kept each trial's latest generator.pt and metrics; dropped the training state "
+            "that only continuing a trial needs)"
+        )
+
+
 def _table_text(table: pd.DataFrame, spec: StudySpec) -> str:
     params = [p.path for p in spec.space]
     cols = ["number", "trial_id", "status", *params, "step"]
@@ -593,6 +630,8 @@ def _summarise(
             )
         if best_generator is not None:
             printer(f"best generator: {best_generator}")
+    if complete:
+        _slim_checkpoints(results, printer)
     plots, notes = write_plots(table, spec, study, out)
     for note in notes:
         printer(note)

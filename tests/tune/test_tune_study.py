@@ -117,6 +117,23 @@ def test_reported_metrics_are_the_trainers_own(gamma_study: tuple[StudyResult, l
         assert math.isclose(float(last["psnr"]), row["psnr"], rel_tol=1e-9)
 
 
+def test_a_complete_study_keeps_of_its_checkpoints_what_is_read_again(
+    gamma_study: tuple[StudyResult, list[str]],
+) -> None:
+    result, lines = gamma_study
+    done = result.table[result.table["status"] == "done"]
+    assert len(done) == 2
+    for _, row in done.iterrows():
+        ckpts = sorted(Path(row["path"]).glob("checkpoint_*"))
+        assert len(ckpts) == 2  # Tune's num_to_keep, its bookkeeping untouched
+        # no training state (only continuing a trial reads it; none continues now) ...
+        assert not any((c / "last.pt").exists() for c in ckpts)
+        # ... the latest generator (what best_generator.pt and the registry take), metrics
+        assert (ckpts[-1] / "generator.pt").is_file() and (ckpts[-1] / "metrics.csv").is_file()
+        assert not (ckpts[0] / "generator.pt").exists()
+    assert any(line.startswith("checkpoints of the finished trials:") for line in lines)
+
+
 def test_a_diverging_trial_fails_while_the_study_completes(
     gamma_study: tuple[StudyResult, list[str]],
 ) -> None:

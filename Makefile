@@ -32,9 +32,10 @@ demo: setup
 mlflow-server: setup
 	mlflow/start-server.sh
 
-# Re-take the MLflow UI screenshots in docs/img (headless Chromium, installed if missing).
+# Re-take the MLflow UI screenshots in docs/img from a fresh demo (the demo's study logged to a
+# fresh MLflow server in a temporary folder; headless Chromium, installed if missing). ~4 min.
 screenshots: setup
-	SEMTUNE_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/tracking/test_mlflow_ui.py
+	SEMTUNE_SCREENSHOTS=1 $(PY) -m pytest -q -rs tests/tracking/test_mlflow_ui.py -k fresh_demo
 
 # The whole test suite (slow-marked tests included: CI runs them too).
 test: setup

@@ -441,6 +441,17 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _short(value: Any) -> str:
+    """A number as people read it on a page (6 significant digits); anything else as is."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if isinstance(value, str) and not any(c.isdigit() for c in value):
+        return value  # "nan", "inf" spelled out stay as they were
+    return f"{number:.6g}"
+
+
 def _str(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
@@ -482,14 +493,15 @@ def _ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
 # opens the table with it (issue 15).
 _SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 VIEW_KEY = "semtune"
-_TABLE_METRICS = ("ssim", "psnr", "ssim_gain", "psnr_gain", "score")
+# (the gains would repeat SSIM/PSNR: every trial of a study is scored on the same blurred crops)
+_TABLE_METRICS = ("ssim", "psnr")
 
 
 def table_view(
     objectives: Sequence[str], modes: Sequence[str], searched: Sequence[str]
 ) -> dict[str, Any]:
-    """The runs-table state of a study: sorted by its first objective, with the objective,
-    SSIM/PSNR and their gains, the searched parameters and each trial's status as columns."""
+    """The runs-table state of a study: sorted by its first objective, with the objective(s),
+    SSIM, PSNR, the searched parameters and each trial's status as columns."""
     metrics = list(dict.fromkeys([*objectives, *_TABLE_METRICS]))
     columns = [
         *(f"metrics.`{m}`" for m in metrics),
@@ -688,7 +700,7 @@ class StudyTracker:
 
     def runs_page(self, base_url: str) -> str:
         """The experiment's runs table in the MLflow UI at ``base_url``, opened on the study's
-        columns (objective, SSIM, PSNR, searched parameters, status) sorted by the objective."""
+        columns (objectives, SSIM, PSNR, searched parameters, status) sorted by the objective."""
         _, _ = self._require_started()
         return (
             f"{base_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs"
@@ -847,7 +859,9 @@ class StudyTracker:
                 raise ValueError(
                     f"metrics have no {objective!r} (the objective): {sorted(metrics)}"
                 )
-            value = float(metrics[objective])
+            # compared at the precision the tags keep (6 significant digits), as every other
+            # version's value is read back from its tag
+            value = float(_short(float(metrics[objective])))
             run_id = self.trial_run_id(trial_id) or parent
             info = log_generator_model(self.uri, run_id, generator_path)
             numeric = {
@@ -857,10 +871,16 @@ class StudyTracker:
             }
             # a few headline metrics (the registry page shows every tag of every version)
             tagged = [k for k in numeric if k == objective or k in _TAGGED_METRICS]
-            tags = {f"{METRIC_TAG_PREFIX}{k}": _str(numeric[k]) for k in tagged}
+            # 6 significant digits: the registry page cuts longer values (the exact ones are
+            # the trial run's metrics and params)
+            tags = {f"{METRIC_TAG_PREFIX}{k}": _short(numeric[k]) for k in tagged}
             run = self.client.get_run(run_id)
             tags.update(
-                {f"{PARAM_TAG_PREFIX}{k}": v for k, v in run.data.params.items() if "." in k}
+                {
+                    f"{PARAM_TAG_PREFIX}{k}": _short(v)
+                    for k, v in run.data.params.items()
+                    if "." in k
+                }
             )
             tags.update(
                 {

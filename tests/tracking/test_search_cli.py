@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -90,6 +91,11 @@ def test_search_logs_a_parent_run_and_one_child_per_trial_with_every_metric_poin
     by_trial = {r.data.tags["semtune.trial"]: r for r in children}
     reported = _tune_results(search_run["out"])
     assert set(by_trial) == set(reported) and len(reported) == 4
+    study = optuna.load_study(
+        study_name=STUDY, storage=f"sqlite:///{search_run['out'] / 'optuna.db'}"
+    )
+    assert study.metric_names == ["ssim"]
+    optuna_trials = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
     for tid, rows in reported.items():
         run = by_trial[tid]
         history = client.get_metric_history(run.info.run_id, "ssim")
@@ -101,6 +107,12 @@ def test_search_logs_a_parent_run_and_one_child_per_trial_with_every_metric_poin
         expected = "finished" if finished else "stopped_early"
         assert run.data.tags["semtune.status"] == expected
         assert run.info.status == "FINISHED"  # stopped early is not a failure (a red cross)
+        # optuna-dashboard says the same (the trial keeps its value for the sampler)
+        ot = optuna_trials[tid]
+        assert ot.state.name == "COMPLETE"
+        assert ot.user_attrs["semtune_status"] == expected
+        if not finished:
+            assert ot.user_attrs["stopped_at_step"] == int(rows[-1]["step"])
         assert float(run.data.params["loss.gamma"]) == pytest.approx(
             rows[0]["config"]["loss.gamma"]
         )
@@ -119,3 +131,7 @@ def test_search_registers_the_best_generator_as_champion(search_run: dict[str, A
     assert version.tags["semtune.trial"] == best["trial_id"]
     assert "registered search-cli-model version 1" in search_run["stdout"]
     assert f"open {search_run['uri']}" in search_run["stdout"]
+    # and the link that opens the runs table on the study's columns
+    exp = client.get_experiment_by_name(STUDY)
+    page = f"{search_run['uri']}/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=semtune"
+    assert page in search_run["stdout"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,19 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def gpu_fallback_note(device: torch.device) -> str | None:
+    """A sentence when a GPU was assigned to this process (``CUDA_VISIBLE_DEVICES``, as Ray sets
+    it for a trial with ``resources: {gpu: ...}``) but the run is on the CPU; else None."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if device.type == "cuda" or not visible or visible in ("-1", "NoDevFiles"):
+        return None
+    why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device"
+    return (
+        f"GPU {visible} assigned (CUDA_VISIBLE_DEVICES={visible}) but torch cannot use it "
+        f"({why}): training on the CPU"
+    )
 
 
 @torch.no_grad()
@@ -275,6 +289,8 @@ def train(
     trained_before = float(state.history[-1].get("train_seconds", 0.0)) if state.history else 0.0
     t0 = time.monotonic() - (trained_before if resume is not None else 0.0)
     if printer is not None:
+        if note := gpu_fallback_note(device):
+            printer(f"WARNING: {note}")
         for note in data.notes:
             printer(f"WARNING: {note}")
         if resume is None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from torch import Tensor
 
@@ -238,6 +239,12 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         with log_path.open("a") as fh:
             fh.write(f"{time.time():.3f} {line}\n")
 
+    # where Ray placed the trial (tests/cluster/test_simulated_gpus.py reads this line)
+    printer(
+        f"placement: node {ray.get_runtime_context().get_node_id()}, pid {os.getpid()}, "
+        f"GPU ids {[str(i) for i in ray.get_gpu_ids()]}, "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}"
+    )
     try:
         train(cfg, run_dir, reporter=reporter, resume=resume, data=_data(cfg), printer=printer)
     except NonFiniteLossError as exc:

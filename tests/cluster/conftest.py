@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,6 +147,15 @@ def _start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.P
 @pytest.fixture(scope="module")
 def local_cluster() -> Iterator[LocalCluster]:
     """A head (1 CPU) and a second node (1 CPU) on this machine, token auth on."""
+    with two_node_cluster(cpus=1) as cluster:
+        yield cluster
+
+
+@contextmanager
+def two_node_cluster(cpus: int, gpus: int = 0) -> Iterator[LocalCluster]:
+    """A head and a second node, each with ``cpus`` logical CPUs and ``gpus`` logical GPUs
+    (Ray's own accounting: no GPU needs to exist), on this machine, token auth on; stopped by
+    PID when the block ends."""
     root = Path(tempfile.mkdtemp(prefix="st-", dir="/tmp"))  # short: Ray's socket paths
     token = secrets.token_hex(32)
     token_file = root / "token"
@@ -182,7 +192,8 @@ def local_cluster() -> Iterator[LocalCluster]:
                 f"--dashboard-port={dash_port}",
                 f"--ray-client-server-port={free_port()}",
                 f"--dashboard-agent-listen-port={free_port()}",
-                "--num-cpus=1",
+                f"--num-cpus={cpus}",
+                f"--num-gpus={gpus}",
                 f"--temp-dir={head_tmp}",
             ],
             env,
@@ -201,7 +212,8 @@ def local_cluster() -> Iterator[LocalCluster]:
             [
                 f"--address={cluster.gcs_address}",
                 f"--dashboard-agent-listen-port={free_port()}",
-                "--num-cpus=1",
+                f"--num-cpus={cpus}",
+                f"--num-gpus={gpus}",
                 f"--temp-dir={worker_tmp}",
             ],
             env,
@@ -211,6 +223,20 @@ def local_cluster() -> Iterator[LocalCluster]:
         while alive_nodes(cluster.dashboard_url, token) < 2:
             if worker.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the second node did not join:\n{cluster.log_tail()}")
+            time.sleep(1.0)
+        # alive is not yet schedulable: the scheduler's resource view lags a few seconds
+        # behind, and a study started in between runs on the head alone
+        ray = str(Path(sys.executable).with_name("ray"))
+        want = f"/{2 * cpus:.1f} CPU"
+        while want not in subprocess.run(
+            [ray, "status", f"--address={cluster.gcs_address}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the cluster never offered {2 * cpus} CPUs:\n{cluster.log_tail()}")
             time.sleep(1.0)
         yield cluster
     finally:

@@ -11,25 +11,22 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from semtune.baselines import METHODS, restore
 from semtune.cli import (
-    add_no_bar_detect,
-    add_out,
-    add_threads,
     add_tracking_uri,
     parser,
     start_threads,
 )
 from semtune.data.datasets import PairedSet
-from semtune.data.degrade import ALL_SETS, SETS
+from semtune.evaluate import generator_method
 from semtune.io import ImageReadError
 from semtune.scoring import (
     Method,
+    add_scoring_args,
     check_outputs,
     load_scoring_data,
     score,
@@ -37,7 +34,7 @@ from semtune.scoring import (
     write_outputs,
 )
 
-__all__ = ["add_scoring_args", "build_parser", "classical_methods", "main"]
+__all__ = ["build_parser", "classical_methods", "main"]
 
 ORACLE_METHODS = ("wiener", "richardson_lucy", "cls")
 
@@ -63,40 +60,6 @@ def _oracle(name: str) -> Method:
         return restore(name, x, psf=paired.psfs)  # handed the true kernel
 
     return method
-
-
-def add_scoring_args(p: argparse.ArgumentParser) -> None:
-    """The options benchmark and evaluate share, so that they make the same crops."""
-    p.add_argument(
-        "--data",
-        nargs="+",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="folder(s) of clean SEM images (PNG/JPEG/TIFF); their data bars are cropped "
-        "(unless --no-bar-detect)",
-    )
-    p.add_argument(
-        "--sets",
-        nargs="+",
-        default=list(SETS),
-        choices=ALL_SETS,
-        metavar="SET",
-        help="synthetic sets: the paper's A B C and their noisy variants A+n B+n C+n",
-    )
-    add_out(
-        p,
-        "output folder (table.csv, table.md, examples.png; kept unless --overwrite)",
-        required=True,
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace the tables already in --out")
-    p.add_argument("--crop-size", type=int, default=256, metavar="PX", help="crop side in pixels")
-    p.add_argument("--crops", type=int, default=64, metavar="N", help="number of test crops")
-    p.add_argument(
-        "--seed", type=int, default=0, metavar="N", help="seed of the crops and degradations"
-    )
-    add_no_bar_detect(p, old=["--no-bar-crop"])
-    add_threads(p)
 
 
 _EXAMPLES = """\
@@ -155,8 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         methods = classical_methods(oracle=args.oracle)
         if args.model is not None:
-            from semtune.evaluate import generator_method
-
             methods["cyclegan"] = generator_method(args.model, tracking_uri=args.tracking_uri)
     except (ImageReadError, ValueError, FileExistsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

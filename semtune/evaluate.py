@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from semtune.benchmark import add_scoring_args
 from semtune.cli import add_tracking_uri, parser, start_threads
 from semtune.enhance import load_model
 from semtune.inference import restore_batch
 from semtune.io import ImageReadError
 from semtune.scoring import (
     Method,
+    add_scoring_args,
     check_outputs,
     load_scoring_data,
     score,

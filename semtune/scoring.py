@@ -7,6 +7,7 @@ sets for the same seed, so their ``table.csv`` rows stand in one table.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -17,12 +18,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from semtune.cli import add_no_bar_detect, add_out, add_threads
 from semtune.data.datasets import PairedSet, make_paired_set, random_crops
-from semtune.data.degrade import DegradeConfig
+from semtune.data.degrade import ALL_SETS, SETS, DegradeConfig
 from semtune.io import read_folder
 from semtune.metrics import all_metrics
 
 __all__ = [
+    "add_scoring_args",
     "COLUMNS",
     "Method",
     "ScoringData",
@@ -217,3 +220,37 @@ def _figure(examples: dict[str, dict[str, Tensor]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def add_scoring_args(p: argparse.ArgumentParser) -> None:
+    """The options benchmark and evaluate share, so that they make the same crops."""
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="folder(s) of clean SEM images (PNG/JPEG/TIFF); their data bars are cropped "
+        "(unless --no-bar-detect)",
+    )
+    p.add_argument(
+        "--sets",
+        nargs="+",
+        default=list(SETS),
+        choices=ALL_SETS,
+        metavar="SET",
+        help="synthetic sets: the paper's A B C and their noisy variants A+n B+n C+n",
+    )
+    add_out(
+        p,
+        "output folder (table.csv, table.md, examples.png; kept unless --overwrite)",
+        required=True,
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the tables already in --out")
+    p.add_argument("--crop-size", type=int, default=256, metavar="PX", help="crop side in pixels")
+    p.add_argument("--crops", type=int, default=64, metavar="N", help="number of test crops")
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the crops and degradations"
+    )
+    add_no_bar_detect(p, old=["--no-bar-crop"])
+    add_threads(p)

@@ -29,6 +29,7 @@ from semtune.cli import (
     parser,
     start_threads,
 )
+from semtune.device import resolve_device
 from semtune.inference import (
     enhance_image,
     native_tile,
@@ -76,21 +77,6 @@ def load_model(
 ) -> nn.Module:
     """The generator alone (see ``load_model_file``)."""
     return load_model_file(ref, device, tracking_uri=tracking_uri).g
-
-
-def _device(name: str) -> torch.device:
-    """``--device`` as a torch device, or a ValueError saying what is available."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name}: not a device ({exc})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device here; use --device cpu (or auto)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def _is_image(p: Path) -> bool:
@@ -319,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     """The restoration, once the arguments are checked."""
     try:
-        device = _device(args.device)
+        device = resolve_device(args.device)
         found, notes = _inputs(args.inputs, recursive=args.recursive, out=args.out)
         targets = _plan_outputs(
             found, args.out, args.jpeg_quality, overwrite=args.overwrite, report=args.report

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from semtune.cli import add_tracking_uri, parser, start_threads
+from semtune.device import resolve_device
 from semtune.enhance import load_model
 from semtune.inference import restore_batch
 from semtune.io import ImageReadError
@@ -35,11 +36,7 @@ def generator_method(
 ) -> Method:
     """A scoring method that runs a generator (checkpoint file, or a models:/ / runs:/ URI read
     from ``tracking_uri``)."""
-    dev = (
-        torch.device(device)
-        if device
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    dev = device if isinstance(device, torch.device) else resolve_device(device or "auto")
     g = load_model(model, dev, tracking_uri=tracking_uri)
 
     def method(x: torch.Tensor, _paired: object) -> torch.Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from semtune.data.datasets import PairedSet
 from semtune.data.estimate import DegradationEstimate, estimate_degradation, noise_levels
 from semtune.data.unpaired import TrainingData, build_training_data, sample_crops
+from semtune.device import gpu_fallback_note, resolve_device
 from semtune.inference import restore_batch
 from semtune.metrics import all_metrics
 from semtune.models.degradation import PhysicsDegradation
@@ -74,26 +74,6 @@ class TrainResult:
     best: dict[str, Any]
     checkpoint: Path
     generator: Path
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA if available, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def gpu_fallback_note(device: torch.device) -> str | None:
-    """A sentence when a GPU was assigned to this process (``CUDA_VISIBLE_DEVICES``, as Ray sets
-    it for a trial with ``resources: {gpu: ...}``) but the run is on the CPU; else None."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    if device.type == "cuda" or not visible or visible in ("-1", "NoDevFiles"):
-        return None
-    why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device"
-    return (
-        f"GPU {visible} assigned (CUDA_VISIBLE_DEVICES={visible}) but torch cannot use it "
-        f"({why}): training on the CPU"
-    )
 
 
 @torch.no_grad()
@@ -261,7 +241,7 @@ def train(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.runtime.device)
+    device = resolve_device(cfg.runtime.device, option="runtime.device")
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     if resume is not None:

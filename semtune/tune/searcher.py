@@ -38,10 +38,11 @@ class StudySearcher(OptunaSearch):
     def _setup_study(self, mode: str | list[str]) -> None:
         super()._setup_study(mode)
         names = _as_list(self._metric)
-        if names and self._ot_study.metric_names != names:
+        study: optuna.Study | None = self._ot_study
+        if study is not None and names and study.metric_names != names:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self._ot_study.set_metric_names(names)
+                study.set_metric_names(names)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         params = super().suggest(trial_id)

@@ -368,8 +368,9 @@ def _run(args: argparse.Namespace) -> int:
                 info,
                 lambda x: restore_batch(g, x),
             )
+            # named after the whole input name: x.tif and x.png of one folder get a sheet each
             sheet = contact_sheet(
-                img.data[None], restored[None], args.out / "report" / rel / f"{path.stem}.png"
+                img.data[None], restored[None], args.out / "report" / rel / f"{path.name}.png"
             )
             a.sheet = (rel / sheet.name).as_posix()
             assessments.append(a)

@@ -284,7 +284,8 @@ def test_sub_folders_are_named_when_skipped_and_mirrored_with_recursive(
     assert outputs(out) == {"top.tif", "a/x.tif", "a/deep/x.tif", "b/x.tif"}
     assert tifffile.imread(out / "a" / "deep" / "x.tif").shape == (64, 80)
     # two x.tif in two sub-folders: two contact sheets, neither written over the other
-    assert (out / "report" / "a" / "x.png").is_file() and (out / "report" / "b" / "x.png").is_file()
+    sheets = out / "report"
+    assert (sheets / "a" / "x.tif.png").is_file() and (sheets / "b" / "x.tif.png").is_file()
     assert "a/x.tif" in (out / "report" / "report.csv").read_text()
     # again: nothing is written over without --overwrite
     (out / "a" / "x.tif").write_bytes(b"earlier work")

@@ -114,6 +114,12 @@ def test_enhance_report_writes_a_page_a_table_and_sheets(
     cfg = load_train_config("tiny", [f"data.clean_dir={sample_train_dir}"])
     model = export_generator(build_state(cfg, torch.device("cpu")), tmp_path / "g.pt")
     images = sorted(sample_test_dir.glob("*.jpg"))[:2]
+    # the same name with another extension in the same folder: its own sheet, none written over
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for suffix in (".png", ".tif"):
+        Image.open(images[0]).convert("L").save(twin / f"same{suffix}")
+    images += sorted(twin.iterdir())
     out = tmp_path / "out"
     assert main([*map(str, images), "--model", str(model), "-o", str(out), "--report"]) == 0
     report = out / "report"
@@ -121,8 +127,8 @@ def test_enhance_report_writes_a_page_a_table_and_sheets(
     rows = list(csv.DictReader((report / "report.csv").open()))
     assert [r["image"] for r in rows] == [p.name for p in images]
     for p in images:
-        assert (report / f"{p.stem}.png").exists()
+        assert (report / f"{p.name}.png").exists()
         assert p.name in page
     assert "self_check_psnr_gain" in rows[0] and "flat_texture_ratio" in rows[0]
     printed = capsys.readouterr().out
-    assert "2 images" in printed and "report.html" in printed
+    assert "4 images" in printed and "report.html" in printed

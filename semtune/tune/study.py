@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from semtune.atomic import write_atomically, write_text_atomically
 from semtune.config import to_dict
 from semtune.train.config import TrainConfig
 from semtune.train.loop import Reporter
+from semtune.tune.budget import Budget, at_equal_budget, trial_histories
 from semtune.tune.keys import RESUMED_FROM_KEY
 from semtune.tune.progress import ProgressTable, describe_status, short_name
 from semtune.tune.report import pareto_mask, write_plots
@@ -357,11 +358,18 @@ def results_frame(results: Any, spec: StudySpec, study: optuna.Study) -> pd.Data
     return table
 
 
-def _best(table: pd.DataFrame, spec: StudySpec) -> pd.DataFrame:
-    scored = table[table["status"].isin(("done", "stopped"))]
-    scored = scored[scored[spec.metrics].notna().all(axis=1)]
+def _best(
+    table: pd.DataFrame, spec: StudySpec, histories: Mapping[str, pd.DataFrame] | None = None
+) -> tuple[pd.DataFrame, Budget | None]:
+    """The best trial (or Pareto front), ranked at an equal budget (semtune.tune.budget)."""
+    columns = list(dict.fromkeys([*spec.metrics, *spec.report]))
+    scored, budget = at_equal_budget(table, histories or {}, columns)
     if scored.empty:
-        return scored
+        return scored, budget
+    return _rank(scored, spec), budget
+
+
+def _rank(scored: pd.DataFrame, spec: StudySpec) -> pd.DataFrame:
     if spec.multi_objective:
         mask = pareto_mask(scored[spec.metrics].to_numpy(), spec.modes)
         front = scored[mask]
@@ -596,7 +604,8 @@ def _summarise(
     write_atomically(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
     printer(f"\nresults ({len(table)} trials, {out / 'results.csv'}):")
     printer(_table_text(table, spec))
-    best = _best(table, spec)
+    columns = list(dict.fromkeys([*spec.metrics, *spec.report]))
+    best, budget = _best(table, spec, trial_histories(results, columns))
     best_generator: Path | None = None
     if best.empty:
         printer("no trial produced a score: nothing to export")
@@ -611,9 +620,16 @@ def _summarise(
             "params": {k: _plain(v) for k, v in params.items()},
             "metrics": metrics,
             "step": int(top["step"]),
+            "budget": {
+                "step": budget.step if budget else None,
+                "trials": budget.trials if budget else 0,
+                "furthest_step": budget.top_step if budget else None,
+                "rule": "trials ranked by their evaluation at the highest step that at least "
+                "two scored trials reached (equal budget); metrics are the best trial's there",
+            },
             "generator": str(best_generator) if best_generator else None,
             "note": "best_generator.pt is the trial's best evaluation by the trainer's "
-            "validation score (generator.pt of its run); metrics are its last evaluation",
+            "validation score (generator.pt of its run)",
         }
         write_text_atomically(out / "best_trial.json", json.dumps(info, indent=2))
         if spec.multi_objective:
@@ -621,12 +637,15 @@ def _summarise(
             printer(f"\nPareto front ({len(best)} trials, {out / 'pareto_front.csv'}):")
             printer(_table_text(best, spec))
             printer(f"exported: the front's best {spec.metrics[0]} (trial {top['trial_id']})")
+            if budget is not None:
+                printer(f"compared {budget.describe()}")
         else:
             obj = spec.objectives[0]
             printer(
                 f"\nbest trial {top['trial_id']} (#{int(top['number'])}): {obj.metric} = "
                 f"{float(top[obj.metric]):.4f} with "
                 + ", ".join(f"{k} = {_plain(v)}" for k, v in params.items())
+                + (f"; compared {budget.describe()}" if budget is not None else "")
             )
         if best_generator is not None:
             printer(f"best generator: {best_generator}")

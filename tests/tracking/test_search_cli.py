@@ -135,3 +135,25 @@ def test_search_registers_the_best_generator_as_champion(search_run: dict[str, A
     exp = client.get_experiment_by_name(STUDY)
     page = f"{search_run['uri']}/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=semtune"
     assert page in search_run["stdout"]
+
+
+def test_the_best_trial_is_chosen_at_an_equal_budget(search_run: dict[str, Any]) -> None:
+    """ASHA stopped some trials early: the best is ranked by every trial's score at the highest
+    step at least two trials reached, never a late score against an early one."""
+    best = json.loads((search_run["out"] / "best_trial.json").read_text())
+    budget = best["budget"]
+    scores = {
+        tid: {int(r["step"]): float(r["ssim"]) for r in rows}
+        for tid, rows in _tune_results(search_run["out"]).items()
+    }
+    reached: dict[int, int] = {}
+    for steps in scores.values():
+        for step in steps:
+            reached[step] = reached.get(step, 0) + 1
+    assert budget["step"] == max(s for s, n in reached.items() if n >= 2)
+    assert budget["furthest_step"] == max(reached)
+    at = {tid: s[budget["step"]] for tid, s in scores.items() if budget["step"] in s}
+    assert len(at) == budget["trials"] >= 2
+    assert best["trial_id"] == max(at, key=lambda t: at[t])
+    assert best["step"] == budget["step"]
+    assert best["metrics"]["ssim"] == pytest.approx(at[best["trial_id"]])

@@ -105,6 +105,9 @@ TAG_ERROR = "semtune.error"
 TAG_EDGE = "semtune.edge_operator"
 TAG_PRESET = "semtune.preset"
 TAG_DATA = "semtune.data_fingerprint"
+# what the objective was measured on (the images and how they were held out and degraded): two
+# versions' scores are compared only when it is the same (issue 12)
+TAG_VAL = "semtune.val_fingerprint"
 TAG_SAMPLER = "semtune.sampler"
 TAG_OBJECTIVE = "semtune.objective"
 TAG_IMAGES_LOST = "semtune.images_not_uploaded"
@@ -422,6 +425,21 @@ def data_fingerprint(folders: Iterable[str | Path | None]) -> str:
             with f.open("rb") as fh:
                 while chunk := fh.read(1 << 20):
                     h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+# data settings that do not change the validation crops (training crops and augmentation)
+_TRAIN_ONLY_DATA = ("crop_size", "augment", "synthetic_set", "domains")
+
+
+def validation_fingerprint(config: Mapping[str, Any]) -> str:
+    """A short hash of what a run's validation scores were measured on: the data folders'
+    contents and the settings that choose and degrade the held-out crops (``val_set``,
+    ``val_crops``, ``val_crop_size``, ``val_fraction``, ``seed``, ``degrade``, ...)."""
+    data = dict(config.get("data", {})) if isinstance(config, Mapping) else {}
+    settings = {k: v for k, v in sorted(data.items()) if k not in _TRAIN_ONLY_DATA}
+    h = hashlib.sha256(data_fingerprint(_data_folders(config)).encode())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:12]
 
 
@@ -896,6 +914,8 @@ class StudyTracker:
             if TAG_EDGE not in tags and (edge := config.get("loss", {}).get("edge_operator")):
                 tags[TAG_EDGE] = str(edge)
             tags.update(training_data_tags(generator_path))
+            val_fp = validation_fingerprint(config)
+            tags[TAG_VAL] = val_fp
             try:
                 self.client.get_registered_model(model_name)
             except MlflowException:
@@ -932,9 +952,20 @@ class StudyTracker:
                     run_id,
                 ),
             )
-            prev_version, prev_value = _current_holder(self.client, model_name, alias, objective)
+            prev_version, prev_value, prev_fp = _current_holder(
+                self.client, model_name, alias, objective
+            )
             if prev_version is None:
                 better, why = True, f"there was no {alias!r} yet"
+            elif prev_fp != val_fp:
+                better = False
+                why = (
+                    f"version {prev_version} (the current {alias!r}) was scored on other "
+                    f"validation data ({TAG_VAL} {prev_fp or 'not recorded'}, this one {val_fp}),"
+                    " so the two scores say nothing about each other; promote by hand if wanted:"
+                    f" python -m semtune.models promote {version} --alias {alias} --model-name "
+                    f"{model_name}"
+                )
             elif prev_value is None:
                 better = False
                 why = (
@@ -957,7 +988,7 @@ class StudyTracker:
             # read the same holder and set the alias after us; settle on the best of the
             # versions registered since (every registrant does, so they agree)
             holder = _settle_alias(
-                self.client, model_name, alias, objective, mode, since=prev_version
+                self.client, model_name, alias, objective, mode, since=prev_version, val=val_fp
             )
             if better and holder != version:
                 better = False
@@ -996,10 +1027,12 @@ def _settle_alias(
     mode: str,
     *,
     since: str | None,
+    val: str,
     rounds: int = 5,
 ) -> str | None:
     """Move ``alias`` to the best version on ``objective`` among its holder and the versions
-    registered after ``since`` by studies with that objective; return the holder at the end.
+    registered after ``since`` by studies with that objective and validation data ``val``;
+    return the holder at the end.
 
     Two registrants that both compared with the old holder and set the alias one after the
     other leave the later one, better or not; each re-reads after setting, so whichever looks
@@ -1007,13 +1040,15 @@ def _settle_alias(
     sign = 1.0 if mode == "max" else -1.0
     holder: str | None = None
     for _ in range(rounds):
-        holder, holder_value = _current_holder(client, name, alias, objective)
-        if holder is not None and holder_value is None:
+        holder, holder_value, holder_val = _current_holder(client, name, alias, objective)
+        if holder is not None and (holder_value is None or holder_val != val):
             return holder
         best, best_value = holder, holder_value
         low = int(since) if since is not None else 0
         for mv in client.search_model_versions(f"name={_quoted(name)}"):
             if int(mv.version) <= low or mv.tags.get(TAG_OBJECTIVE) != objective:
+                continue
+            if mv.tags.get(TAG_VAL) != val:
                 continue
             try:
                 value = float(mv.tags.get(f"{METRIC_TAG_PREFIX}{objective}", "nan"))
@@ -1032,11 +1067,12 @@ def _settle_alias(
 
 def _current_holder(
     client: MlflowClient, name: str, alias: str, objective: str
-) -> tuple[str | None, float | None]:
+) -> tuple[str | None, float | None, str | None]:
+    """The version holding ``alias``, its ``objective`` and its validation fingerprint."""
     try:
         mv = client.get_model_version_by_alias(name, alias)
     except MlflowException:
-        return None, None
+        return None, None, None
     raw: str | float | None = mv.tags.get(f"{METRIC_TAG_PREFIX}{objective}")
     if raw is None and mv.run_id:
         # a version registered by hand: fall back to its run's latest metric
@@ -1048,7 +1084,7 @@ def _current_holder(
         value = float(raw) if raw is not None else None
     except ValueError:
         value = None
-    return str(mv.version), value
+    return str(mv.version), value, mv.tags.get(TAG_VAL)
 
 
 def _version_description(

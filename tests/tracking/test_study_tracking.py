@@ -288,6 +288,33 @@ def test_champion_moves_only_to_a_better_model(client: MlflowClient, study: Stud
     assert champion.tags["semtune.trial"] == best
 
 
+def test_champion_is_compared_only_with_models_scored_on_the_same_validation_data(
+    study: Study,
+) -> None:
+    """A better number on other validation images (or crops, or degradation) is no evidence:
+    the alias stays, and the message says why (issue 12: a test suite's model was once
+    out-ranked by a demo's on different data)."""
+    t = study.best_trial
+    cfg = t.config.to_dict()
+    other = {**cfg, "data": {**cfg["data"], "val_crops": cfg["data"]["val_crops"] + 1}}
+    assert tracking.validation_fingerprint(other) != tracking.validation_fingerprint(cfg)
+    # training-only settings do not change what the scores were measured on
+    same = {**cfg, "data": {**cfg["data"], "crop_size": cfg["data"]["crop_size"] * 2}}
+    assert tracking.validation_fingerprint(same) == tracking.validation_fingerprint(cfg)
+
+    def register(score: float, config: dict[str, Any]) -> RegistrationResult:
+        return study.tracker.register_best(
+            t.run_dir / "generator.pt", {"score": score}, t.trial_id, config, model_name="val-fp"
+        )
+
+    assert register(0.1, cfg).promoted
+    elsewhere = register(0.9, other)
+    assert not elsewhere.promoted
+    assert "scored on other validation data" in elsewhere.message
+    assert "semtune.models promote 2 --alias champion --model-name val-fp" in elsewhere.message
+    assert register(0.5, same).promoted  # same validation data, better: moves
+
+
 def test_two_studies_registering_at_once_leave_the_better_model_champion(
     client: MlflowClient, study: Study, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -299,7 +326,7 @@ def test_two_studies_registering_at_once_leave_the_better_model_champion(
     both_read = threading.Barrier(2, timeout=60)
     first_call = threading.local()
 
-    def racing_holder(*args: Any, **kwargs: Any) -> tuple[str | None, float | None]:
+    def racing_holder(*args: Any, **kwargs: Any) -> tuple[str | None, float | None, str | None]:
         got = read_holder(*args, **kwargs)
         if not getattr(first_call, "done", False):  # the comparison, not the re-checks
             first_call.done = True

@@ -58,6 +58,8 @@ class TrainingData:
     estimate: DegradationEstimate | None = None
     val_label: str = ""
     notes: tuple[str, ...] = ()
+    # the validation image each crop of ``val`` comes from (confidence intervals over images)
+    val_groups: tuple[int, ...] = ()
 
 
 def split_holdout(paths: Sequence[Path], fraction: float) -> tuple[list[Path], list[Path]]:
@@ -148,6 +150,8 @@ def build_training_data(cfg: DataConfig) -> TrainingData:
         val=val,
         files=files,
         fingerprint=_fingerprint([*blurred_paths, *clean_train_paths, *val_paths]),
+        # random_crops takes crop j from image j % len(images)
+        val_groups=tuple(j % len(val_images) for j in range(len(crops))),
         estimate=estimate,
         val_label=val_label,
         notes=tuple(notes),

@@ -12,7 +12,7 @@ import csv
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +37,7 @@ from semtune.train.state import (
     save_checkpoint,
 )
 from semtune.train.step import Precision, train_f_step, train_step
+from semtune.uncertainty import bootstrap_ci
 
 __all__ = [
     "Reporter",
@@ -78,32 +79,47 @@ class TrainResult:
 
 @torch.no_grad()
 def evaluate_generator(
-    g: nn.Module, paired: PairedSet, *, batch_size: int = 16, device: torch.device | None = None
+    g: nn.Module,
+    paired: PairedSet,
+    *,
+    batch_size: int = 16,
+    device: torch.device | None = None,
+    groups: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Mean SSIM/PSNR/AG/CON/SF of ``g(blurred)`` against ``clean``, with the input's alongside.
 
+    Args:
+        groups: the image each crop comes from; with it, 95% confidence intervals by a
+            bootstrap over images (``semtune.uncertainty``).
+
     Returns keys ``ssim, psnr, ag, con, sf`` (restored), ``blurry_ssim, blurry_psnr`` (input),
-    ``ssim_gain, psnr_gain`` and ``score`` (ssim_gain * 100 + psnr_gain).
+    ``ssim_gain, psnr_gain`` and ``score`` (ssim_gain * 100 + psnr_gain); with ``groups`` also
+    ``<name>_ci_low`` / ``<name>_ci_high`` for ssim, psnr, their gains and score, and
+    ``val_images``.
     """
     device = device or next(g.parameters()).device
     was_training = g.training
     g.eval()
-    sums: dict[str, float] = {}
+    parts: dict[str, list[Tensor]] = {}
     n = paired.clean.shape[0]
     for i in range(0, n, batch_size):
         blurred = paired.blurred[i : i + batch_size].to(device)
         clean = paired.clean[i : i + batch_size].to(device)
         restored = restore_batch(g, blurred)  # tiled exactly as enhance runs it
         for k, v in all_metrics(restored, clean).items():
-            sums[k] = sums.get(k, 0.0) + float(v.sum())
+            parts.setdefault(k, []).append(v.detach().double().cpu())
         for k, v in all_metrics(blurred, clean).items():
             if k in ("ssim", "psnr"):
-                sums[f"blurry_{k}"] = sums.get(f"blurry_{k}", 0.0) + float(v.sum())
+                parts.setdefault(f"blurry_{k}", []).append(v.detach().double().cpu())
     g.train(was_training)
-    out = {k: v / n for k, v in sums.items()}
-    out["ssim_gain"] = out["ssim"] - out["blurry_ssim"]
-    out["psnr_gain"] = out["psnr"] - out["blurry_psnr"]
-    out[SCORE_KEY] = 100 * out["ssim_gain"] + out["psnr_gain"]
+    crops = {k: torch.cat(v) for k, v in parts.items()}
+    crops["ssim_gain"] = crops["ssim"] - crops["blurry_ssim"]
+    crops["psnr_gain"] = crops["psnr"] - crops["blurry_psnr"]
+    crops[SCORE_KEY] = 100 * crops["ssim_gain"] + crops["psnr_gain"]
+    out = {k: float(v.mean()) for k, v in crops.items()}
+    if groups is not None:
+        shown = ("ssim", "psnr", "ssim_gain", "psnr_gain", SCORE_KEY)
+        out.update(bootstrap_ci({k: crops[k] for k in shown}, groups))
     return out
 
 
@@ -314,7 +330,9 @@ def train(
 
     def evaluate_and_save() -> None:
         nonlocal last_metrics
-        metrics = evaluate_generator(state.restorer(), data.val, device=device)
+        metrics = evaluate_generator(
+            state.restorer(), data.val, device=device, groups=data.val_groups or None
+        )
         metrics["step"] = float(state.step)
         metrics["train_seconds"] = time.monotonic() - t0
         metrics.update({k: v for k, v in losses.items()})

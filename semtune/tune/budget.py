@@ -20,6 +20,7 @@ import pandas as pd
 __all__ = ["Budget", "at_equal_budget", "trial_histories"]
 
 SCORED_STATUSES = ("done", "stopped")
+_BOUNDS = ("_ci_low", "_ci_high")
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,17 @@ def trial_histories(results: Any, metrics: Sequence[str]) -> dict[str, pd.DataFr
             continue
         tid = str(df["trial_id"].iloc[-1]) if "trial_id" in df else Path(r.path).name[6:]
         cols = [m for m in metrics if m in df]
-        rows = df[["step", *cols]].dropna()
+        rows = df[["step", *cols]].dropna(subset=[c for c in cols if not c.endswith(_BOUNDS)])
         rows = rows.assign(step=rows["step"].astype(int)).drop_duplicates("step", keep="last")
         out[tid] = rows.set_index("step")
     return out
 
 
 def at_equal_budget(
-    table: pd.DataFrame, histories: Mapping[str, pd.DataFrame], metrics: Sequence[str]
+    table: pd.DataFrame,
+    histories: Mapping[str, pd.DataFrame],
+    metrics: Sequence[str],
+    carry: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, Budget | None]:
     """The scored trials' rows, with ``metrics`` and ``step`` replaced by their values at the
     common budget; only the trials that reached it.
@@ -64,6 +68,8 @@ def at_equal_budget(
         table: one row per trial (``trial_id``, ``status``, ``step``, the metrics: last values).
         histories: ``trial_histories`` of the same study.
         metrics: the columns compared (the objectives, and what is reported beside them).
+        carry: further columns taken at the budget too when the history has them (confidence
+            bounds), NaN otherwise; never required.
 
     Returns:
         The rows to rank, and the budget (None when no trial was scored).
@@ -98,6 +104,9 @@ def at_equal_budget(
         row = row.copy()
         for m in metrics:
             row[m] = float(h.loc[step, m])
+        full = histories[str(row["trial_id"])]
+        for c in carry:
+            row[c] = float(full.loc[step, c]) if c in full and step in full.index else math.nan
         row["step"] = step
         rows.append(row)
     ranked = pd.DataFrame(rows, columns=scored.columns)

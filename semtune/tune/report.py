@@ -49,7 +49,8 @@ def plot_vs_param(table: pd.DataFrame, param: str, path: Path, spec: StudySpec) 
     """SSIM (left axis) and PSNR (right axis) of each trial against one parameter.
 
     Trials that ran their whole schedule are filled, those stopped early hollow, diverged ones
-    left out. The paper's value of the parameter, if it has one, is a dashed line.
+    left out; error bars are 95% confidence intervals over the validation images when the
+    table has them. The paper's value of the parameter, if it has one, is a dashed line.
     """
     p = spec.param(param)
     scored = table[table["status"].isin(_SCORED)].copy()
@@ -68,6 +69,18 @@ def plot_vs_param(table: pd.DataFrame, param: str, path: Path, spec: StudySpec) 
     series = ((ax, "ssim", "SSIM", "tab:blue", "o"), (ax2, "psnr", "PSNR (dB)", "tab:red", "s"))
     for axis, metric, label, color, marker in series:
         y = scored[metric].astype(float)
+        low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+        if low in scored and high in scored and scored[[low, high]].notna().all(axis=None):
+            # 95% intervals over the validation images (semtune.uncertainty)
+            axis.errorbar(
+                x,
+                y,
+                yerr=[y - scored[low].astype(float), scored[high].astype(float) - y],
+                fmt="none",
+                ecolor=color,
+                alpha=0.35,
+                capsize=2,
+            )
         axis.scatter(x[done], y[done], color=color, marker=marker, label=label)
         if (~done).any():
             axis.scatter(

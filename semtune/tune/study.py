@@ -347,6 +347,10 @@ def results_frame(results: Any, spec: StudySpec, study: optuna.Study) -> pd.Data
         row["step"] = int(last.get("step", 0))
         for m in metrics:
             row[m] = float(last[m]) if m in last else math.nan
+        for m in metrics:  # 95% intervals over the validation images (semtune.uncertainty)
+            for bound in ("_ci_low", "_ci_high"):
+                if f"{m}{bound}" in last:
+                    row[f"{m}{bound}"] = float(last[f"{m}{bound}"])
         row["train_seconds"] = float(last.get("train_seconds", math.nan))
         row[RESUMED_FROM_KEY] = int(last.get(RESUMED_FROM_KEY, 0))
         row["error"] = "" if r.error is None else str(r.error).strip().splitlines()[-1][:200]
@@ -363,7 +367,8 @@ def _best(
 ) -> tuple[pd.DataFrame, Budget | None]:
     """The best trial (or Pareto front), ranked at an equal budget (semtune.tune.budget)."""
     columns = list(dict.fromkeys([*spec.metrics, *spec.report]))
-    scored, budget = at_equal_budget(table, histories or {}, columns)
+    bounds = [c for c in table.columns if c.endswith(("_ci_low", "_ci_high"))]
+    scored, budget = at_equal_budget(table, histories or {}, columns, carry=bounds)
     if scored.empty:
         return scored, budget
     return _rank(scored, spec), budget
@@ -605,7 +610,8 @@ def _summarise(
     printer(f"\nresults ({len(table)} trials, {out / 'results.csv'}):")
     printer(_table_text(table, spec))
     columns = list(dict.fromkeys([*spec.metrics, *spec.report]))
-    best, budget = _best(table, spec, trial_histories(results, columns))
+    bounds = [f"{m}{b}" for m in columns for b in ("_ci_low", "_ci_high")]
+    best, budget = _best(table, spec, trial_histories(results, [*columns, *bounds]))
     best_generator: Path | None = None
     if best.empty:
         printer("no trial produced a score: nothing to export")
@@ -613,12 +619,19 @@ def _summarise(
         top = best.iloc[0]
         params = {p.path: top[p.path] for p in spec.space if p.path in best}
         metrics = {m: float(top[m]) for m in dict.fromkeys([*spec.metrics, *spec.report])}
+        ci95 = {
+            m: [float(top[f"{m}_ci_low"]), float(top[f"{m}_ci_high"])]
+            for m in metrics
+            if f"{m}_ci_low" in top.index and pd.notna(top[f"{m}_ci_low"])
+        }
         best_generator = _export_generator(results, str(top["trial_id"]), out / "best_generator.pt")
         info = {
             "trial_id": top["trial_id"],
             "number": int(top["number"]),
             "params": {k: _plain(v) for k, v in params.items()},
             "metrics": metrics,
+            # 95% intervals by a bootstrap over the validation images (semtune.uncertainty)
+            "ci95": ci95,
             "step": int(top["step"]),
             "budget": {
                 "step": budget.step if budget else None,
@@ -643,7 +656,14 @@ def _summarise(
             obj = spec.objectives[0]
             printer(
                 f"\nbest trial {top['trial_id']} (#{int(top['number'])}): {obj.metric} = "
-                f"{float(top[obj.metric]):.4f} with "
+                f"{float(top[obj.metric]):.4f}"
+                + (
+                    f" (95% CI {ci95[obj.metric][0]:.4f} to {ci95[obj.metric][1]:.4f} over the "
+                    "validation images)"
+                    if obj.metric in ci95
+                    else ""
+                )
+                + " with "
                 + ", ".join(f"{k} = {_plain(v)}" for k, v in params.items())
                 + (f"; compared {budget.describe()}" if budget is not None else "")
             )

@@ -101,6 +101,12 @@ def test_a_small_study_completes_and_writes_its_table_figures_and_generator(
     assert best["trial_id"] == expected["trial_id"]
     g, cfg = load_generator(out / "best_generator.pt")
     assert cfg.loss.gamma == expected["loss.gamma"]
+    # every score with its 95% interval over the validation images
+    for m in ("ssim", "psnr"):
+        assert (trained[f"{m}_ci_low"] <= trained[m]).all()
+        assert (trained[m] <= trained[f"{m}_ci_high"]).all()
+    low, high = best["ci95"]["ssim"]
+    assert low <= best["metrics"]["ssim"] <= high
     assert any("trials:" in line for line in lines)  # the live table was printed
 
 

@@ -1,0 +1,66 @@
+"""95% confidence intervals for validation scores, by a bootstrap over *images*.
+
+The validation crops of one image are not independent (same sample, same contrast, same
+degradation seed family), so resampling crops would make an interval look narrower than the
+evidence is. Each image's crops are averaged first; the images are then resampled with
+replacement (a fixed seed: the same crops give the same interval), and the interval is the 2.5th
+and 97.5th percentile of the resampled means. With fewer than two images there is no interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["bootstrap_ci", "per_group_means"]
+
+RESAMPLES = 2000
+
+
+def per_group_means(values: Tensor, groups: Sequence[int]) -> Tensor:
+    """The mean of ``values`` (one per crop) within each group (image), in group order."""
+    if len(groups) != values.shape[0]:
+        raise ValueError(f"{values.shape[0]} values but {len(groups)} group labels")
+    g = torch.as_tensor(list(groups), dtype=torch.long)
+    ids = torch.unique(g)
+    return torch.stack([values[g == i].double().mean() for i in ids])
+
+
+def bootstrap_ci(
+    per_crop: Mapping[str, Tensor],
+    groups: Sequence[int],
+    *,
+    level: float = 0.95,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``{name}_ci_low`` / ``{name}_ci_high`` for each per-crop series, resampling images.
+
+    Args:
+        per_crop: name -> one value per crop (e.g. SSIM of each restored crop).
+        groups: the image each crop comes from.
+        level: coverage of the interval.
+        resamples: bootstrap draws.
+        seed: the draws' seed.
+
+    Returns:
+        The bounds, NaN when there are fewer than two images; plus ``val_images``.
+    """
+    n_images = len(set(groups))
+    out: dict[str, float] = {"val_images": float(n_images)}
+    draws = None
+    if n_images >= 2:
+        gen = torch.Generator().manual_seed(seed)
+        draws = torch.randint(n_images, (resamples, n_images), generator=gen)
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    for name, values in per_crop.items():
+        if draws is None:
+            out[f"{name}_ci_low"] = out[f"{name}_ci_high"] = math.nan
+            continue
+        means = per_group_means(values.detach().cpu(), groups)[draws].mean(dim=1)
+        out[f"{name}_ci_low"] = float(torch.quantile(means, lo_q))
+        out[f"{name}_ci_high"] = float(torch.quantile(means, hi_q))
+    return out

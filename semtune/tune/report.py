@@ -49,8 +49,9 @@ def plot_vs_param(table: pd.DataFrame, param: str, path: Path, spec: StudySpec) 
     """SSIM (left axis) and PSNR (right axis) of each trial against one parameter.
 
     Trials that ran their whole schedule are filled, those stopped early hollow, diverged ones
-    left out; error bars are 95% confidence intervals over the validation images when the
-    table has them. The paper's value of the parameter, if it has one, is a dashed line.
+    left out; error bars are the 95% confidence interval of each trial's gain over its input,
+    over the validation images, when the table has them. The paper's value of the parameter, if
+    it has one, is a dashed line.
     """
     p = spec.param(param)
     scored = table[table["status"].isin(_SCORED)].copy()
@@ -69,13 +70,17 @@ def plot_vs_param(table: pd.DataFrame, param: str, path: Path, spec: StudySpec) 
     series = ((ax, "ssim", "SSIM", "tab:blue", "o"), (ax2, "psnr", "PSNR (dB)", "tab:red", "s"))
     for axis, metric, label, color, marker in series:
         y = scored[metric].astype(float)
-        low, high = f"{metric}_ci_low", f"{metric}_ci_high"
-        if low in scored and high in scored and scored[[low, high]].notna().all(axis=None):
-            # 95% intervals over the validation images (semtune.uncertainty)
+        gain, low, high = f"{metric}_gain", f"{metric}_gain_ci_low", f"{metric}_gain_ci_high"
+        if {gain, low, high} <= set(scored) and scored[[gain, low, high]].notna().all(axis=None):
+            # 95% interval of the trial's gain over its input, over the validation images
+            # (semtune.uncertainty): every trial is scored on the same images, so how hard
+            # each image is (most of the spread of the absolute score) is common to all
+            # trials and left out; the gain's spread is what tells trials apart
+            g = scored[gain].astype(float)
             axis.errorbar(
                 x,
                 y,
-                yerr=[y - scored[low].astype(float), scored[high].astype(float) - y],
+                yerr=[g - scored[low].astype(float), scored[high].astype(float) - g],
                 fmt="none",
                 ecolor=color,
                 alpha=0.35,
@@ -106,7 +111,10 @@ def plot_vs_param(table: pd.DataFrame, param: str, path: Path, spec: StudySpec) 
     if not numeric:
         ax.set_xticks(range(len(p.values)), [str(v) for v in p.values])
     ax.set_xlabel(param)
-    ax.set_title(f"{spec.study}: validation SSIM and PSNR against {param}", fontsize=10)
+    title = f"{spec.study}: validation SSIM and PSNR against {param}"
+    if "ssim_gain_ci_low" in scored:
+        title += "\nbars: 95% interval of the gain over the input, across validation images"
+    ax.set_title(title, fontsize=9)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")

@@ -54,10 +54,21 @@ def _fmt(value: Any) -> Any:
     return value
 
 
+def _half_width(last: Mapping[str, Any], metric: str) -> Any:
+    """Half the 95% interval of ``metric``'s gain over the input (semtune.uncertainty): what
+    tells trials apart, as all are scored on the same validation images; "" if not reported."""
+    base = metric if metric.endswith("_gain") or metric == "score" else f"{metric}_gain"
+    low, high = last.get(f"{base}_ci_low"), last.get(f"{base}_ci_high")
+    if not isinstance(low, int | float) or not isinstance(high, int | float):
+        return ""
+    return _fmt((float(high) - float(low)) / 2)
+
+
 class ProgressTable(tune.Callback):
     """Prints a table of all trials every ``interval_s`` seconds and when a status changes.
 
-    Columns: trial, status, the searched parameters, step, and the given metrics. Stateless
+    Columns: trial, status, the searched parameters, step, and the given metrics, the first
+    (the objective) followed by the half-width of its gain's 95% interval. Stateless
     between sessions (it reads Tune's trial list), so it survives ``Tuner.restore``.
 
     Args:
@@ -94,8 +105,10 @@ class ProgressTable(tune.Callback):
             for p in self.params:
                 row[short_name(p, self.params)] = _fmt(t.config.get(p, ""))
             row["step"] = int(last["step"]) if "step" in last else 0
-            for m in self.metrics:
+            for i, m in enumerate(self.metrics):
                 row[m] = _fmt(last.get(m, ""))
+                if i == 0:  # the objective, with how far it could move on other images
+                    row[f"{m} ±95%"] = _half_width(last, m)
             rows.append(row)
         return pd.DataFrame(rows)
 

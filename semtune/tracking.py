@@ -1339,6 +1339,15 @@ class TrialTracker:
         title = f"trial {self.trial_id}, step {int(step)}"
         self._pending_images.append((int(step), labelled_grid(samples, title=title)))
         self._flush_images()
+        scores = Path(checkpoint).parent / "val_scores.csv"  # semtune.train.loop.VAL_SCORES_FILE
+        if scores.is_file():
+            # per validation image, so that two trials or models compare image by image
+            try:
+                self.client.log_text(
+                    self._run(), scores.read_text(), f"scores/step_{int(step):06d}.csv"
+                )
+            except Exception as exc:  # noqa: BLE001 (a lost table must not stop training)
+                log.warning("MLflow: per-image scores of step %d not uploaded: %s", step, exc)
         self._generator = Path(checkpoint).parent / "generator.pt"
         if self.config is not None and self._is_last(step, metrics):
             try:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from semtune.atomic import write_text_atomically
 from semtune.data.datasets import PairedSet
 from semtune.data.estimate import DegradationEstimate, estimate_degradation, noise_levels
 from semtune.data.unpaired import TrainingData, build_training_data, sample_crops
@@ -39,7 +40,11 @@ from semtune.train.state import (
 from semtune.train.step import Precision, train_f_step, train_step
 from semtune.uncertainty import bootstrap_ci
 
+VAL_SCORES_FILE = "val_scores.csv"  # the latest evaluation, per validation image
+
 __all__ = [
+    "VAL_SCORES_FILE",
+    "per_image_scores",
     "Reporter",
     "TrainResult",
     "evaluate_generator",
@@ -97,6 +102,21 @@ def evaluate_generator(
     ``<name>_ci_low`` / ``<name>_ci_high`` for ssim, psnr, their gains and score, and
     ``val_images``.
     """
+    return _evaluate(g, paired, batch_size=batch_size, device=device, groups=groups)[0]
+
+
+_PER_IMAGE = ("ssim", "psnr", "blurry_ssim", "blurry_psnr", "ssim_gain", "psnr_gain", SCORE_KEY)
+
+
+def _evaluate(
+    g: nn.Module,
+    paired: PairedSet,
+    *,
+    batch_size: int = 16,
+    device: torch.device | None = None,
+    groups: Sequence[int] | None = None,
+) -> tuple[dict[str, float], dict[str, Tensor]]:
+    """``evaluate_generator``'s means, and the per-crop values behind them."""
     device = device or next(g.parameters()).device
     was_training = g.training
     g.eval()
@@ -120,7 +140,22 @@ def evaluate_generator(
     if groups is not None:
         shown = ("ssim", "psnr", "ssim_gain", "psnr_gain", SCORE_KEY)
         out.update(bootstrap_ci({k: crops[k] for k in shown}, groups))
-    return out
+    return out, crops
+
+
+def per_image_scores(
+    crops: dict[str, Tensor], groups: Sequence[int], names: Sequence[str], step: int
+) -> str:
+    """CSV text: one row per validation image (its crops averaged), for comparing two trials
+    or models image by image (every trial of a study sees the same crops)."""
+    lines = [",".join(["step", "image", "crops", *_PER_IMAGE])]
+    ids = sorted(set(groups))
+    for i in ids:
+        mask = torch.tensor([gr == i for gr in groups])
+        name = names[i] if i < len(names) else f"image{i}"
+        values = [f"{float(crops[k][mask].mean()):.6g}" for k in _PER_IMAGE]
+        lines.append(",".join([str(step), name, str(int(mask.sum())), *values]))
+    return "\n".join(lines) + "\n"
 
 
 def export_generator(
@@ -330,9 +365,13 @@ def train(
 
     def evaluate_and_save() -> None:
         nonlocal last_metrics
-        metrics = evaluate_generator(
+        metrics, crops = _evaluate(
             state.restorer(), data.val, device=device, groups=data.val_groups or None
         )
+        if data.val_groups:
+            names = [Path(p).name for p in data.files.get("val", [])]
+            text = per_image_scores(crops, data.val_groups, names, state.step)
+            write_text_atomically(out_dir / VAL_SCORES_FILE, text)
         metrics["step"] = float(state.step)
         metrics["train_seconds"] = time.monotonic() - t0
         metrics.update({k: v for k, v in losses.items()})

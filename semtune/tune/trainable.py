@@ -51,7 +51,7 @@ __all__ = [
 # left on device" instead, as a full disk would. The driver reads the variable and hands it to
 # the trials (workers may not share the driver's environment).
 FAULT_INJECT_ENV = "SEMTUNE_FAULT_INJECT_CRASH_ONCE"
-RUN_FILES = ("last.pt", "generator.pt", "metrics.csv", "train.log")
+RUN_FILES = ("last.pt", "generator.pt", "metrics.csv", "train.log", "val_scores.csv")
 TRIAL_STATE_FILE = "trial.json"
 
 

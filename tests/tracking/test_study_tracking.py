@@ -194,6 +194,9 @@ def test_each_evaluation_logs_the_labelled_grid_people_look_at(
         assert steps == [3, 6]
         # one file per evaluation, nothing else under images/ (it used to be three)
         assert names == {f"images/step_{step:06d}.png" for step in steps}
+        # and the scores per validation image of each evaluation
+        scores = {f.path for f in client.list_artifacts(run_id, "scores")}
+        assert scores == {f"scores/step_{step:06d}.csv" for step in steps}
         png = _download(client, run_id, "images/step_000006.png", tmp_path / tid)
         got = np.asarray(Image.open(png))
         np.testing.assert_array_equal(

@@ -60,6 +60,18 @@ def test_a_short_run_writes_checkpoints_metrics_and_a_loadable_generator(
     assert cfg == tiny_cfg
     x = tiny_data.val.blurred[:2]
     assert g(x).shape == x.shape
+    # the last evaluation per validation image, named; its crop-weighted mean is the metric
+    per_image = list(csv.DictReader((tmp_path / "val_scores.csv").open()))
+    names = {Path(p).name for p in tiny_data.files["val"]}
+    assert {r["image"] for r in per_image} == names and len(per_image) == len(names)
+    assert {int(r["step"]) for r in per_image} == {result.step}
+    crops = [int(r["crops"]) for r in per_image]
+    assert sum(crops) == len(tiny_data.val)
+    for key in ("ssim", "psnr", "psnr_gain"):
+        mean = sum(n * float(r[key]) for n, r in zip(crops, per_image, strict=True)) / sum(crops)
+        assert mean == pytest.approx(float(rows[-1][key]), rel=1e-4)
+    # with its 95% interval over those images
+    assert float(rows[-1]["ssim_ci_low"]) <= float(rows[-1]["ssim_ci_high"])
 
 
 @pytest.mark.parametrize(

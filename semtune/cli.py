@@ -55,6 +55,7 @@ COMMANDS: dict[str, str] = {
     "python -m semtune.enhance": "semtune.enhance",
     "python -m semtune.evaluate": "semtune.evaluate",
     "python -m semtune.benchmark": "semtune.benchmark",
+    "python -m semtune.compare": "semtune.compare",
     "python -m semtune.models": "semtune.models.__main__",
 }
 

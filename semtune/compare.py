@@ -43,7 +43,9 @@ def read_scores(path: str | Path) -> dict[str, dict[str, float]]:
         rows = list(csv.DictReader(fh))
     if not rows or "image" not in rows[0]:
         raise ValueError(f"{p}: not a per-image score table (no 'image' column)")
-    return {r["image"]: {k: float(v) for k, v in r.items() if k in METRICS} for r in rows}
+    return {
+        r["image"]: {k: float(v) for k, v in r.items() if k in (*METRICS, "step")} for r in rows
+    }
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"A: {args.a}\nB: {args.b}")
+    steps_a = {int(s["step"]) for s in a.values() if "step" in s}
+    steps_b = {int(s["step"]) for s in b.values() if "step" in s}
+    if steps_a and steps_b and steps_a != steps_b:
+        print(
+            f"note: A was scored at step {max(steps_a)}, B at step {max(steps_b)}: different "
+            "budgets (a trial stopped early against one that ran on), not only other settings"
+        )
     print(
         f"{c.metric}, B minus A over {c.images} images: {c.mean:+.4f} "
         f"(95% CI {c.ci_low:+.4f} to {c.ci_high:+.4f}); B ahead on {c.b_ahead}, A on "

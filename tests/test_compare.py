@@ -11,12 +11,12 @@ from semtune.compare import compare, main, read_scores
 HEADER = "step,image,crops,ssim,psnr,blurry_ssim,blurry_psnr,ssim_gain,psnr_gain,score"
 
 
-def _scores(path: Path, gains: dict[str, float]) -> Path:
+def _scores(path: Path, gains: dict[str, float], step: int = 240) -> Path:
     lines = [HEADER]
     for name, g in gains.items():
         # each image has its own difficulty (psnr) but the gain is what the run made of it
         base = 30.0 + 3 * len(lines)
-        lines.append(f"240,{name},12,0.8,{base + g},0.79,{base},0.01,{g},{1 + g}")
+        lines.append(f"{step},{name},12,0.8,{base + g},0.79,{base},0.01,{g},{1 + g}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -52,6 +52,13 @@ def test_the_command_reads_trial_folders_and_refuses_other_images(
     assert main([str(trial), str(other)]) == 0
     out = capsys.readouterr().out
     assert "psnr_gain, B minus A over 2 images: -0.1500" in out and "A on 2" in out
+    assert "note:" not in out
+    # a trial stopped early against one that ran on: compared, and said
+    early = _scores(tmp_path / "early.csv", {"x.png": 0.1, "y.png": 0.1}, step=80)
+    assert main([str(early), str(other)]) == 0
+    assert "note: A was scored at step 80, B at step 240: different budgets" in (
+        capsys.readouterr().out
+    )
     elsewhere = _scores(tmp_path / "c.csv", {"x.png": 0.1, "z.png": 0.1})
     assert main([str(other), str(elsewhere)]) == 2
     assert "scored on different validation images" in capsys.readouterr().err

@@ -15,9 +15,18 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["bootstrap_ci", "per_group_means"]
+__all__ = ["CI_BOUNDS", "bootstrap_ci", "gain_name", "per_group_means"]
 
 RESAMPLES = 2000
+# the suffixes of an interval's bounds: ``ssim_ci_low``, ``ssim_ci_high``
+CI_BOUNDS = ("_ci_low", "_ci_high")
+
+
+def gain_name(metric: str) -> str:
+    """The gain over the input that goes with ``metric`` (``ssim`` -> ``ssim_gain``; a gain or
+    ``score`` is its own): its interval is what tells trials apart, as every trial is scored on
+    the same images, whose own difficulty spreads the absolute score."""
+    return metric if metric.endswith("_gain") or metric == "score" else f"{metric}_gain"
 
 
 def per_group_means(values: Tensor, groups: Sequence[int]) -> Tensor:
@@ -55,12 +64,13 @@ def bootstrap_ci(
     if n_images >= 2:
         gen = torch.Generator().manual_seed(seed)
         draws = torch.randint(n_images, (resamples, n_images), generator=gen)
+    low, high = CI_BOUNDS
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     for name, values in per_crop.items():
         if draws is None:
-            out[f"{name}_ci_low"] = out[f"{name}_ci_high"] = math.nan
+            out[f"{name}{low}"] = out[f"{name}{high}"] = math.nan
             continue
         means = per_group_means(values.detach().cpu(), groups)[draws].mean(dim=1)
-        out[f"{name}_ci_low"] = float(torch.quantile(means, lo_q))
-        out[f"{name}_ci_high"] = float(torch.quantile(means, hi_q))
+        out[f"{name}{low}"] = float(torch.quantile(means, lo_q))
+        out[f"{name}{high}"] = float(torch.quantile(means, hi_q))
     return out

@@ -12,6 +12,7 @@ import csv
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from semtune.train.state import (
     save_checkpoint,
 )
 from semtune.train.step import Precision, train_f_step, train_step
-from semtune.uncertainty import bootstrap_ci
+from semtune.uncertainty import bootstrap_ci, per_group_means
 
 VAL_SCORES_FILE = "val_scores.csv"  # the latest evaluation, per validation image
 
@@ -148,13 +149,13 @@ def per_image_scores(
 ) -> str:
     """CSV text: one row per validation image (its crops averaged), for comparing two trials
     or models image by image (every trial of a study sees the same crops)."""
+    means = {k: per_group_means(crops[k], groups) for k in _PER_IMAGE}
+    counts = Counter(groups)
     lines = [",".join(["step", "image", "crops", *_PER_IMAGE])]
-    ids = sorted(set(groups))
-    for i in ids:
-        mask = torch.tensor([gr == i for gr in groups])
+    for row, i in enumerate(sorted(counts)):  # per_group_means's order
         name = names[i] if i < len(names) else f"image{i}"
-        values = [f"{float(crops[k][mask].mean()):.6g}" for k in _PER_IMAGE]
-        lines.append(",".join([str(step), name, str(int(mask.sum())), *values]))
+        values = [f"{float(means[k][row]):.6g}" for k in _PER_IMAGE]
+        lines.append(",".join([str(step), name, str(counts[i]), *values]))
     return "\n".join(lines) + "\n"
 
 

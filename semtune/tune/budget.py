@@ -17,10 +17,11 @@ from typing import Any
 
 import pandas as pd
 
+from semtune.uncertainty import CI_BOUNDS
+
 __all__ = ["Budget", "at_equal_budget", "trial_histories"]
 
 SCORED_STATUSES = ("done", "stopped")
-_BOUNDS = ("_ci_low", "_ci_high")
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,10 @@ def trial_histories(results: Any, metrics: Sequence[str]) -> dict[str, pd.DataFr
         df = getattr(r, "metrics_dataframe", None)
         if df is None or df.empty or "step" not in df:
             continue
-        tid = str(df["trial_id"].iloc[-1]) if "trial_id" in df else Path(r.path).name[6:]
+        name = Path(r.path).name.removeprefix("trial_")  # as results_frame names it
+        tid = str(df["trial_id"].iloc[-1]) if "trial_id" in df else name
         cols = [m for m in metrics if m in df]
-        rows = df[["step", *cols]].dropna(subset=[c for c in cols if not c.endswith(_BOUNDS)])
+        rows = df[["step", *cols]].dropna(subset=[c for c in cols if not c.endswith(CI_BOUNDS)])
         rows = rows.assign(step=rows["step"].astype(int)).drop_duplicates("step", keep="last")
         out[tid] = rows.set_index("step")
     return out

@@ -11,6 +11,7 @@ import pandas as pd
 from ray import tune
 
 from semtune.tune.keys import FINISHED_KEY, NONFINITE_KEY
+from semtune.uncertainty import CI_BOUNDS, gain_name
 
 __all__ = ["STATUSES", "ProgressTable", "describe_status", "short_name"]
 
@@ -57,8 +58,7 @@ def _fmt(value: Any) -> Any:
 def _half_width(last: Mapping[str, Any], metric: str) -> Any:
     """Half the 95% interval of ``metric``'s gain over the input (semtune.uncertainty): what
     tells trials apart, as all are scored on the same validation images; "" if not reported."""
-    base = metric if metric.endswith("_gain") or metric == "score" else f"{metric}_gain"
-    low, high = last.get(f"{base}_ci_low"), last.get(f"{base}_ci_high")
+    low, high = (last.get(f"{gain_name(metric)}{bound}") for bound in CI_BOUNDS)
     if not isinstance(low, int | float) or not isinstance(high, int | float):
         return ""
     return _fmt((float(high) - float(low)) / 2)

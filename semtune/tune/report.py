@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from semtune.tune.space import PAPER_VALUES, StudySpec
+from semtune.uncertainty import CI_BOUNDS, gain_name
 
 __all__ = [
     "pareto_mask",
@@ -68,10 +69,13 @@ def plot_vs_param(table: pd.DataFrame, param: str, path: Path, spec: StudySpec) 
         x = scored[param].astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
     done = (scored["status"] == "done").to_numpy()
     series = ((ax, "ssim", "SSIM", "tab:blue", "o"), (ax2, "psnr", "PSNR (dB)", "tab:red", "s"))
+    bars = False
     for axis, metric, label, color, marker in series:
         y = scored[metric].astype(float)
-        gain, low, high = f"{metric}_gain", f"{metric}_gain_ci_low", f"{metric}_gain_ci_high"
+        gain = gain_name(metric)
+        low, high = (f"{gain}{bound}" for bound in CI_BOUNDS)
         if {gain, low, high} <= set(scored) and scored[[gain, low, high]].notna().all(axis=None):
+            bars = True
             # 95% interval of the trial's gain over its input, over the validation images
             # (semtune.uncertainty): every trial is scored on the same images, so how hard
             # each image is (most of the spread of the absolute score) is common to all
@@ -112,7 +116,7 @@ def plot_vs_param(table: pd.DataFrame, param: str, path: Path, spec: StudySpec) 
         ax.set_xticks(range(len(p.values)), [str(v) for v in p.values])
     ax.set_xlabel(param)
     title = f"{spec.study}: validation SSIM and PSNR against {param}"
-    if "ssim_gain_ci_low" in scored:
+    if bars:
         title += "\nbars: 95% interval of the gain over the input, across validation images"
     ax.set_title(title, fontsize=9)
     h1, l1 = ax.get_legend_handles_labels()

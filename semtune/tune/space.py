@@ -285,6 +285,11 @@ class StudySpec:
         return [o.mode for o in self.objectives]
 
     @property
+    def columns(self) -> list[str]:
+        """What the study shows of each trial: the objectives, then the ``report`` metrics."""
+        return list(dict.fromkeys([*self.metrics, *self.report]))
+
+    @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 

@@ -41,6 +41,7 @@ from semtune.tune.report import pareto_mask, write_plots
 from semtune.tune.searcher import TUNE_TRIAL_ATTR, StudySearcher, close_orphans
 from semtune.tune.space import SpaceSampler, StudySpec, build_sampler, load_space, spec_to_dict
 from semtune.tune.trainable import FAULT_INJECT_ENV, TrialContext, TrialSettings, run_trial
+from semtune.uncertainty import CI_BOUNDS, gain_name
 
 __all__ = [
     "StudyError",
@@ -255,7 +256,7 @@ def _build_tuner(
     printer: Callable[[str], None],
     progress_interval_s: float,
 ) -> tune.Tuner:
-    columns = list(dict.fromkeys([*spec.metrics, *spec.report]))
+    columns = spec.columns
     settings = TrialSettings(
         base=base,
         threads=spec.resources.threads,
@@ -329,7 +330,7 @@ def results_frame(results: Any, spec: StudySpec, study: optuna.Study) -> pd.Data
     """One row per trial: Optuna number and state, status, parameters, step and metrics."""
     by_tune_id = {t.user_attrs.get(TUNE_TRIAL_ATTR): t for t in study.get_trials(deepcopy=False)}
     params = [p.path for p in spec.space]
-    metrics = list(dict.fromkeys([*spec.metrics, *spec.report]))
+    metrics = spec.columns
     rows = []
     for r in results:
         last = dict(r.metrics or {})
@@ -348,7 +349,7 @@ def results_frame(results: Any, spec: StudySpec, study: optuna.Study) -> pd.Data
         for m in metrics:
             row[m] = float(last[m]) if m in last else math.nan
         for m in metrics:  # 95% intervals over the validation images (semtune.uncertainty)
-            for bound in ("_ci_low", "_ci_high"):
+            for bound in CI_BOUNDS:
                 if f"{m}{bound}" in last:
                     row[f"{m}{bound}"] = float(last[f"{m}{bound}"])
         row["train_seconds"] = float(last.get("train_seconds", math.nan))
@@ -366,8 +367,8 @@ def _best(
     table: pd.DataFrame, spec: StudySpec, histories: Mapping[str, pd.DataFrame] | None = None
 ) -> tuple[pd.DataFrame, Budget | None]:
     """The best trial (or Pareto front), ranked at an equal budget (semtune.tune.budget)."""
-    columns = list(dict.fromkeys([*spec.metrics, *spec.report]))
-    bounds = [c for c in table.columns if c.endswith(("_ci_low", "_ci_high"))]
+    columns = spec.columns
+    bounds = [c for c in table.columns if c.endswith(CI_BOUNDS)]
     scored, budget = at_equal_budget(table, histories or {}, columns, carry=bounds)
     if scored.empty:
         return scored, budget
@@ -438,7 +439,7 @@ def _slim_checkpoints(results: Any, printer: Callable[[str], None]) -> None:
 def _table_text(table: pd.DataFrame, spec: StudySpec) -> str:
     params = [p.path for p in spec.space]
     cols = ["number", "trial_id", "status", *params, "step"]
-    cols += list(dict.fromkeys([*spec.metrics, *spec.report]))
+    cols += spec.columns
     view = table[[c for c in cols if c in table]].rename(
         columns={p: short_name(p, params) for p in params}
     )
@@ -609,8 +610,8 @@ def _summarise(
     write_atomically(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
     printer(f"\nresults ({len(table)} trials, {out / 'results.csv'}):")
     printer(_table_text(table, spec))
-    columns = list(dict.fromkeys([*spec.metrics, *spec.report]))
-    bounds = [f"{m}{b}" for m in columns for b in ("_ci_low", "_ci_high")]
+    columns = spec.columns
+    bounds = [f"{m}{b}" for m in columns for b in CI_BOUNDS]
     best, budget = _best(table, spec, trial_histories(results, [*columns, *bounds]))
     best_generator: Path | None = None
     if best.empty:
@@ -618,7 +619,7 @@ def _summarise(
     else:
         top = best.iloc[0]
         params = {p.path: top[p.path] for p in spec.space if p.path in best}
-        metrics = {m: float(top[m]) for m in dict.fromkeys([*spec.metrics, *spec.report])}
+        metrics = {m: float(top[m]) for m in spec.columns}
         ci95 = {
             m: [float(top[f"{m}_ci_low"]), float(top[f"{m}_ci_high"])]
             for m in metrics
@@ -686,7 +687,7 @@ def _summarise(
 def _gain_interval(metric: str, metrics: dict[str, float], ci95: dict[str, list[float]]) -> str:
     """ " (gain +0.0179, 95% CI +0.0121 to +0.0235 over the validation images)" for the
     objective: the gain's interval is what tells trials apart (the images are common to all)."""
-    gain = metric if metric.endswith("_gain") or metric == "score" else f"{metric}_gain"
+    gain = gain_name(metric)
     if gain not in ci95 or gain not in metrics:
         return ""
     low, high = ci95[gain]

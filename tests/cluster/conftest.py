@@ -228,13 +228,16 @@ def two_node_cluster(cpus: int, gpus: int = 0) -> Iterator[LocalCluster]:
         # behind, and a study started in between runs on the head alone
         ray = str(Path(sys.executable).with_name("ray"))
         want = f"/{2 * cpus:.1f} CPU"
-        while want not in subprocess.run(
-            [ray, "status", f"--address={cluster.gcs_address}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout:
+        while (
+            want
+            not in subprocess.run(
+                [ray, "status", f"--address={cluster.gcs_address}"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+        ):
             if time.monotonic() > deadline:
                 pytest.fail(f"the cluster never offered {2 * cpus} CPUs:\n{cluster.log_tail()}")
             time.sleep(1.0)

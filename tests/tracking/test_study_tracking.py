@@ -325,7 +325,9 @@ def test_two_studies_registering_at_once_leave_the_better_model_champion(
     it after: without a re-check after setting, the worse model was left champion."""
     import threading
 
-    read_holder = tracking._current_holder
+    from semtune.tracking import registration
+
+    read_holder = registration._current_holder
     both_read = threading.Barrier(2, timeout=60)
     first_call = threading.local()
 
@@ -338,7 +340,7 @@ def test_two_studies_registering_at_once_leave_the_better_model_champion(
                 time.sleep(1.5)  # sets the alias after the better one did
         return got
 
-    monkeypatch.setattr(tracking, "_current_holder", racing_holder)
+    monkeypatch.setattr(registration, "_current_holder", racing_holder)
     t = study.best_trial
     results: dict[str, RegistrationResult] = {}
 

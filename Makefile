@@ -57,6 +57,7 @@ cli-docs: setup
 lint: setup
 	$(PY) -m ruff check semtune tests bench
 	$(PY) -m mypy semtune
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf out .pytest_cache

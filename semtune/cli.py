@@ -56,7 +56,7 @@ COMMANDS: dict[str, str] = {
     "python -m semtune.evaluate": "semtune.evaluate",
     "python -m semtune.benchmark": "semtune.benchmark",
     "python -m semtune.compare": "semtune.compare",
-    "python -m semtune.models": "semtune.models.__main__",
+    "python -m semtune.models": "semtune.registry",
 }
 
 # the width docs/cli.md is written at, so that it does not depend on the terminal

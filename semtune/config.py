@@ -25,6 +25,8 @@ __all__ = [
     "load_yaml",
     "parse_override",
     "replace_path",
+    "require_non_negative",
+    "require_positive",
     "to_dict",
 ]
 
@@ -33,6 +35,18 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file, override or value is invalid; the message names the source and key."""
+
+
+def require_positive(name: str, value: float) -> None:
+    """For a config dataclass's ``__post_init__``: ValueError naming ``name`` unless > 0."""
+    if not value > 0:  # NaN fails too
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def require_non_negative(name: str, value: float) -> None:
+    """For a config dataclass's ``__post_init__``: ValueError naming ``name`` unless >= 0."""
+    if not value >= 0:  # NaN fails too
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

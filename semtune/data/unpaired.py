@@ -28,7 +28,7 @@ from semtune.data.estimate import DegradationEstimate, estimate_degradation, noi
 from semtune.io import read_folder
 
 if TYPE_CHECKING:
-    from semtune.train.config import DataConfig
+    from semtune.data.config import DataConfig
 
 __all__ = ["TrainingData", "build_training_data", "sample_crops", "split_holdout"]
 

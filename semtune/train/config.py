@@ -11,8 +11,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from semtune.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
-from semtune.data.degrade import DegradeConfig
+from semtune.config import (
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    require_non_negative,
+    require_positive,
+    to_dict,
+)
+from semtune.data.config import DataConfig
 
 __all__ = [
     "PRESETS",
@@ -27,58 +35,7 @@ __all__ = [
     "preset_path",
 ]
 
-SetName = Literal["A", "B", "C", "A+n", "B+n", "C+n"]
-# "own": the clean validation crops blurred by the Gaussian estimated between the two training
-# folders and given the blurred folder's own measured noise (semtune.data.estimate)
-ValSet = Literal["A", "B", "C", "A+n", "B+n", "C+n", "own"]
 EdgeOperator = Literal["sobel", "kirsch", "scharr", "prewitt", "laplacian"]
-
-
-def _positive(name: str, value: float) -> None:
-    if not value > 0:  # NaN fails too
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-
-
-def _non_negative(name: str, value: float) -> None:
-    if not value >= 0:  # NaN fails too
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """Where training and validation images come from.
-
-    Two modes: real unpaired training (``blurred_dir`` set: clean and blurred folders of
-    different scenes), or the paper's simulated experiment (``blurred_dir`` unset), where
-    ``domains`` says how the clean training images make the two domains: ``halves`` splits them
-    into two disjoint halves and degrades one with ``synthetic_set`` (the domains never show the
-    same scene), ``shuffled`` puts every image in both domains, degraded in one and clean in the
-    other, drawn independently (the paper's "randomly shuffled" protocol: never a pair in a
-    loss, but both domains have the same scene statistics). Either way, validation is a
-    *paired* synthetic split of images that are never trained on: ``val_dir`` if given, else
-    ``val_fraction`` of the clean images, held out before training.
-    """
-
-    clean_dir: str = "data/sample/train"
-    blurred_dir: str | None = None
-    synthetic_set: SetName = "A"
-    domains: Literal["halves", "shuffled"] = "halves"
-    val_dir: str | None = None
-    val_fraction: float = 0.2
-    val_set: ValSet = "A"
-    val_crops: int = 48
-    val_crop_size: int = 128
-    crop_size: int = 64
-    augment: bool = True
-    crop_bar: bool = True
-    seed: int = 0
-    degrade: DegradeConfig = field(default_factory=DegradeConfig)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        for name in ("val_crops", "val_crop_size", "crop_size"):
-            _positive(name, getattr(self, name))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,14 +71,14 @@ class ModelConfig:
     disc_highpass: bool = False
 
     def __post_init__(self) -> None:
-        _positive("width", self.width)
-        _positive("disc_width", self.disc_width)
-        _non_negative("highpass_sigma", self.highpass_sigma)
+        require_positive("width", self.width)
+        require_positive("disc_width", self.disc_width)
+        require_non_negative("highpass_sigma", self.highpass_sigma)
         if self.physics_kernel_size % 2 == 0 or self.physics_kernel_size < 3:
             raise ValueError(
                 f"physics_kernel_size must be odd and >= 3, got {self.physics_kernel_size}"
             )
-        _positive("physics_init_sigma", self.physics_init_sigma)
+        require_positive("physics_init_sigma", self.physics_init_sigma)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,7 +129,7 @@ class LossConfig:
             "pseudo_noise",
             "forward_cycle",
         ):
-            _non_negative(name, getattr(self, name))
+            require_non_negative(name, getattr(self, name))
         for name in ("partial_blur", "clean_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
@@ -193,12 +150,12 @@ class OptimConfig:
     ema: float = 0.0
 
     def __post_init__(self) -> None:
-        _positive("lr", self.lr)
+        require_positive("lr", self.lr)
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
-        _positive("lr_d_ratio", self.lr_d_ratio)
-        _positive("lr_f_ratio", self.lr_f_ratio)
-        _non_negative("pool_size", self.pool_size)
+        require_positive("lr_d_ratio", self.lr_d_ratio)
+        require_positive("lr_f_ratio", self.lr_f_ratio)
+        require_non_negative("pool_size", self.pool_size)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,9 +179,9 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "log_every"):
-            _positive(name, getattr(self, name))
-        _non_negative("time_budget_s", self.time_budget_s)
-        _non_negative("f_warmup_steps", self.f_warmup_steps)
+            require_positive(name, getattr(self, name))
+        require_non_negative("time_budget_s", self.time_budget_s)
+        require_non_negative("f_warmup_steps", self.f_warmup_steps)
         if not 0 <= self.decay_from <= 1:
             raise ValueError(f"decay_from must be in [0, 1], got {self.decay_from}")
 
@@ -240,7 +197,7 @@ class RuntimeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _non_negative("threads", self.threads)
+        require_non_negative("threads", self.threads)
 
 
 @dataclass(frozen=True, kw_only=True)

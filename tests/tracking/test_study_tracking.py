@@ -24,7 +24,7 @@ from PIL import Image
 
 from semtune import tracking
 from semtune.grids import labelled_grid
-from semtune.models.__main__ import main as models_main
+from semtune.registry import main as models_main
 from semtune.tracking import (
     DEFAULT_MODEL_NAME,
     RegistrationResult,

@@ -26,8 +26,8 @@ def rate(threads: int, steps: int, policy: str) -> float:
         f"{tempfile.mkdtemp(prefix='semtune-bench-threads-')}/run",
         "--set", f"runtime.threads={threads}", "--set", f"schedule.steps={steps}",
         "--set", f"schedule.eval_every={steps}", "--set", "schedule.log_every=20",
-        "--set", "schedule.time_budget_s=0", "--set", "model.physics_init=sigma",
-        "--set", "model.physics_init_sigma=1.0",
+        "--set", "schedule.time_budget_s=0", "--set", "f.init=sigma",
+        "--set", "f.init_sigma=1.0",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None

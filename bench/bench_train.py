@@ -137,7 +137,7 @@ def semtune_step_fn(size: int, width: float, batch: int, degradation: str):  # t
             f"data.crop_size={size}",
             f"model.width={width}",
             f"model.disc_width={width}",
-            f"model.degradation={degradation}",
+            f"f.kind={degradation}",
             f"schedule.batch_size={batch}",
         ],
     )

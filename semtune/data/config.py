@@ -37,11 +37,11 @@ class DataConfig:
 
     clean_dir: str = "data/sample/train"
     blurred_dir: str | None = None
-    synthetic_set: SetName = "A"
-    domains: Literal["halves", "shuffled"] = "halves"
+    synthetic_set: SetName = "A+n"
+    domains: Literal["halves", "shuffled"] = "shuffled"
     val_dir: str | None = None
     val_fraction: float = 0.2
-    val_set: ValSet = "A"
+    val_set: ValSet = "A+n"
     val_crops: int = 48
     val_crop_size: int = 128
     crop_size: int = 64

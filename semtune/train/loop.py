@@ -29,7 +29,7 @@ from semtune.device import gpu_fallback_note, resolve_device
 from semtune.inference import restore_batch
 from semtune.metrics import all_metrics
 from semtune.models.degradation import PhysicsDegradation
-from semtune.train.config import ScheduleConfig, TrainConfig
+from semtune.train.config import TrainConfig
 from semtune.train.state import (
     TrainState,
     build_state,
@@ -38,7 +38,7 @@ from semtune.train.state import (
     restorer_weights,
     save_checkpoint,
 )
-from semtune.train.step import Precision, train_f_step, train_step
+from semtune.train.step import Precision, train_step
 from semtune.uncertainty import bootstrap_ci, per_group_means
 
 VAL_SCORES_FILE = "val_scores.csv"  # the latest evaluation, per validation image
@@ -235,23 +235,6 @@ class _CsvLog:
             w.writerow(row)
 
 
-def _decay_scale(sched: ScheduleConfig, step: int, seconds: float) -> float:
-    """The learning-rate factor of ``schedule.decay_from``: 1, then linearly down to 0."""
-    if sched.decay_from >= 1:
-        return 1.0
-    done = step / sched.steps
-    if sched.time_budget_s > 0:
-        done = max(done, seconds / sched.time_budget_s)
-    return min(1.0, max(0.0, (1 - done) / (1 - sched.decay_from)))
-
-
-def _set_lr_scale(state: TrainState, scale: float) -> None:
-    for opt in (state.opt_g, state.opt_d):
-        for group in opt.param_groups:
-            group.setdefault("base_lr", group["lr"])
-            group["lr"] = group["base_lr"] * scale
-
-
 def _progress_line(
     step: int, total: int, losses: dict[str, float], last: dict[str, float], rate: float
 ) -> str:
@@ -332,25 +315,25 @@ def train(
             )
     est = data.estimate
     physics = state.f if isinstance(state.f, PhysicsDegradation) else None
-    if resume is None and physics is not None and cfg.model.physics_init == "estimate":
+    if resume is None and physics is not None and cfg.f.init == "estimate":
         est = est or estimate_degradation(data.blurred, data.clean)
         # the blur only: between different scenes the contrast estimate was wrong by 10 %
         # on fog-free data (measured), and a false fog in F teaches G a false contrast boost
         f = physics
-        sigma = est.sigma if est.sigma is not None else cfg.model.physics_init_sigma
+        sigma = est.sigma if est.sigma is not None else cfg.f.init_sigma
         f.reset(sigma, float(f.transmission().detach()), float(f.airlight().detach()))
         if printer is not None:
             if est.sigma is None:
                 printer(
                     f"WARNING: the blur between the two folders could not be measured: "
-                    f"{'; '.join(est.problems)}. F starts from model.physics_init_sigma = "
+                    f"{'; '.join(est.problems)}. F starts from f.init_sigma = "
                     f"{sigma:g} px instead ({est.describe()})."
                 )
             else:
                 printer(f"F starts from the data: {est.describe()}")
                 for problem in est.problems:
                     printer(f"WARNING: {problem}")
-    if resume is None and physics is not None and cfg.model.physics_noise:
+    if resume is None and physics is not None and cfg.f.noise:
         levels = noise_levels(data.blurred)
         physics.set_noise_levels(levels)
         if printer is not None:
@@ -411,13 +394,8 @@ def train(
         )
         real_a = real_a.to(device, memory_format=memory_format, non_blocking=True)
         real_b = real_b.to(device, memory_format=memory_format, non_blocking=True)
-        if sched.decay_from < 1:
-            _set_lr_scale(state, _decay_scale(sched, state.step, time.monotonic() - t0))
-        if state.step < sched.f_warmup_steps:
-            losses = train_f_step(state, real_a, real_b, prec)
-        else:
-            losses = train_step(state, real_a, real_b, prec)
-            state.update_ema()
+        losses = train_step(state, real_a, real_b, prec)
+        state.update_ema()
         out_of_time = sched.time_budget_s > 0 and time.monotonic() - t0 >= sched.time_budget_s
         if state.step % sched.log_every == 0:
             now = time.monotonic()

@@ -19,15 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from semtune.atomic import write_atomically
-from semtune.config import from_dict
 from semtune.models.degradation import PhysicsDegradation
 from semtune.models.discriminator import PatchDiscriminator
 from semtune.models.generator import build_generator
-from semtune.train.config import OptimConfig, TrainConfig
+from semtune.train.config import TrainConfig, config_from_dict
 
 __all__ = [
     "CHECKPOINT_VERSION",
-    "ImagePool",
     "TrainState",
     "build_degradation",
     "build_restorer",
@@ -59,7 +57,6 @@ def build_restorer(cfg: TrainConfig, *, restorer: bool = True) -> nn.Module:
         image_size=cfg.data.crop_size,
         residual=m.residual,
         zero_init_last=m.zero_init_last,
-        first_norm=m.first_norm,
         output=m.output,
         **({"highpass_sigma": m.highpass_sigma} if restorer and m.highpass_sigma > 0 else {}),
         **({"noise_film": True} if restorer and m.noise_film else {}),
@@ -68,45 +65,9 @@ def build_restorer(cfg: TrainConfig, *, restorer: bool = True) -> nn.Module:
 
 def build_degradation(cfg: TrainConfig) -> nn.Module:
     """F: clean -> blurred; the paper's U-Net or the physics model of issue 7."""
-    m = cfg.model
-    if m.degradation == "physics":
-        return PhysicsDegradation(m.physics_kernel_size, m.physics_init_sigma)
+    if cfg.f.kind == "physics":
+        return PhysicsDegradation(cfg.f.kernel_size, cfg.f.init_sigma)
     return build_restorer(cfg, restorer=False)
-
-
-class ImagePool:
-    """Shrivastava et al.'s history of generated images for the discriminator (0 = off).
-
-    Uses the caller's ``torch.Generator`` so that a resumed run makes the same choices, and
-    keeps its images in the checkpoint.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.images: list[Tensor] = []
-
-    def query(self, batch: Tensor, generator: torch.Generator) -> Tensor:
-        if self.size == 0:
-            return batch
-        out = []
-        for img in batch.detach():
-            img = img[None]
-            if len(self.images) < self.size:
-                self.images.append(img.clone())
-                out.append(img)
-            elif float(torch.rand((), generator=generator)) < 0.5:
-                j = int(torch.randint(0, self.size, (), generator=generator))
-                out.append(self.images[j].clone())
-                self.images[j] = img.clone()
-            else:
-                out.append(img)
-        return torch.cat(out)
-
-    def state_dict(self) -> list[Tensor]:
-        return [im.cpu() for im in self.images]
-
-    def load_state_dict(self, images: list[Tensor], device: torch.device) -> None:
-        self.images = [im.to(device) for im in images]
 
 
 @dataclass
@@ -120,9 +81,7 @@ class TrainState:
     d_blur: nn.Module  # judges F's output against real blurred images (the paper's D_A, eq. 10)
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
-    generator: torch.Generator  # data sampling and the image pools
-    pool_clean: ImagePool
-    pool_blur: ImagePool
+    generator: torch.Generator  # data sampling
     step: int = 0
     best: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -150,7 +109,7 @@ class TrainState:
         """
         if self.g_ema is None:
             return
-        n = self.step - self.config.schedule.f_warmup_steps  # G's own steps
+        n = self.step
         decay = min(self.config.optim.ema, (1 + n) / (10 + n))
         torch._foreach_lerp_(
             list(self.g_ema.parameters()), [p.detach() for p in self.g.parameters()], 1 - decay
@@ -171,7 +130,6 @@ class TrainState:
                 "numpy": _numpy_state(),
                 "python": random.getstate()[1][:625],
             },
-            "pools": {"clean": self.pool_clean.state_dict(), "blur": self.pool_blur.state_dict()},
             "best": dict(self.best),
             "history": list(self.history),
             "data_stats": dict(self.data_stats),
@@ -188,19 +146,17 @@ def _numpy_state() -> dict[str, Any]:
 
 
 def _optimizers(
-    cfg: OptimConfig, g: nn.Module, f: nn.Module, d1: nn.Module, d2: nn.Module
+    cfg: TrainConfig, g: nn.Module, f: nn.Module, d1: nn.Module, d2: nn.Module
 ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    betas = (cfg.beta1, cfg.beta2)
+    lr, betas = cfg.optim.lr, (cfg.optim.beta1, cfg.optim.beta2)
     opt_g = torch.optim.Adam(
         [
-            {"params": g.parameters(), "lr": cfg.lr},
-            {"params": f.parameters(), "lr": cfg.lr * cfg.lr_f_ratio},
+            {"params": g.parameters(), "lr": lr},
+            {"params": f.parameters(), "lr": lr * cfg.f.lr_ratio},
         ],
         betas=betas,
     )
-    opt_d = torch.optim.Adam(
-        [*d1.parameters(), *d2.parameters()], lr=cfg.lr * cfg.lr_d_ratio, betas=betas
-    )
+    opt_d = torch.optim.Adam([*d1.parameters(), *d2.parameters()], lr=lr, betas=betas)
     return opt_g, opt_d
 
 
@@ -213,7 +169,7 @@ def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
     f = build_degradation(cfg).to(device)
     d_clean = PatchDiscriminator(width=cfg.model.disc_width).to(device)
     d_blur = PatchDiscriminator(width=cfg.model.disc_width).to(device)
-    opt_g, opt_d = _optimizers(cfg.optim, g, f, d_clean, d_blur)
+    opt_g, opt_d = _optimizers(cfg, g, f, d_clean, d_blur)
     gen = torch.Generator().manual_seed(cfg.runtime.seed)
     g_ema = copy.deepcopy(g).requires_grad_(False) if cfg.optim.ema > 0 else None
     return TrainState(
@@ -225,8 +181,6 @@ def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
         opt_g=opt_g,
         opt_d=opt_d,
         generator=gen,
-        pool_clean=ImagePool(cfg.optim.pool_size),
-        pool_blur=ImagePool(cfg.optim.pool_size),
         g_ema=g_ema,
     )
 
@@ -260,13 +214,13 @@ def _read(path: str | Path) -> dict[str, Any]:
 
 def checkpoint_config(path: str | Path) -> TrainConfig:
     """The config a checkpoint's run was started with (what ``--resume`` continues)."""
-    return from_dict(TrainConfig, _read(path)["config"], source=str(path))
+    return config_from_dict(_read(path)["config"], source=str(path), strict=False)
 
 
 def load_checkpoint(path: str | Path, device: torch.device) -> TrainState:
     """Rebuild the full training state saved by ``TrainState.to_checkpoint``."""
     ckpt = _read(path)
-    cfg = from_dict(TrainConfig, ckpt["config"], source=str(path))
+    cfg = config_from_dict(ckpt["config"], source=str(path), strict=False)
     state = build_state(cfg, device)
     for name, module in state.modules().items():
         module.load_state_dict(ckpt["models"][name])
@@ -277,8 +231,6 @@ def load_checkpoint(path: str | Path, device: torch.device) -> TrainState:
     np_state = ckpt["rng"]["numpy"]
     np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"]))
     random.setstate((3, tuple(ckpt["rng"]["python"]), None))
-    state.pool_clean.load_state_dict(ckpt["pools"]["clean"], device)
-    state.pool_blur.load_state_dict(ckpt["pools"]["blur"], device)
     state.step = int(ckpt["step"])
     state.best = dict(ckpt.get("best", {}))
     state.history = list(ckpt.get("history", []))
@@ -330,7 +282,7 @@ class GeneratorFile:
 def load_generator_file(path: str | Path, device: torch.device | str = "cpu") -> GeneratorFile:
     """G and what it carries, from a training checkpoint or an exported generator file."""
     ckpt = _read(path)
-    cfg = from_dict(TrainConfig, ckpt["config"], source=str(path))
+    cfg = config_from_dict(ckpt["config"], source=str(path), strict=False)
     g = build_restorer(cfg)
     g.load_state_dict(ckpt["generator"] if "models" not in ckpt else restorer_weights(ckpt))
     degradation = ckpt.get("degradation") or degradation_of(ckpt)

@@ -20,7 +20,7 @@ from semtune.losses import cycle_loss, edge_loss, identity_loss, lsgan_d_loss, l
 from semtune.models.degradation import PhysicsDegradation
 from semtune.train.state import TrainState
 
-__all__ = ["NonFiniteLossError", "Precision", "train_f_step", "train_step"]
+__all__ = ["NonFiniteLossError", "Precision", "train_step"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -78,15 +78,6 @@ def _requires_grad(modules: tuple[nn.Module, ...], flag: bool) -> None:
             p.requires_grad_(flag)
 
 
-def _highpass(x: Tensor) -> Tensor:
-    # Residual after a 5x5 box blur: what a blur removes, so D judges sharpness, not brightness.
-    return x - nnf.avg_pool2d(nnf.pad(x, (2, 2, 2, 2), mode="reflect"), 5, stride=1)
-
-
-def _disc_view(state: TrainState) -> Callable[[Tensor], Tensor]:
-    return _highpass if state.config.model.disc_highpass else (lambda x: x)
-
-
 def _update(
     state: TrainState,
     prec: Precision,
@@ -112,32 +103,6 @@ def _frozen(m: nn.Module) -> Callable[[Tensor], Tensor]:
     return lambda x: torch.func.functional_call(m, params, (x,))
 
 
-def _pseudo_input(
-    state: TrainState, real_b: Tensor, blurred: Tensor, f_noise: Tensor | None
-) -> Tensor:
-    """G's input in the backward cycle: F(b), with F's noise, partly blurred or cleaner when
-    configured. ``f_noise`` is the draw D_blur also sees (model.physics_noise), or None."""
-    lc = state.config.loss
-    b = real_b.shape[0]
-    noise = f_noise
-    if noise is not None and lc.clean_share > 0:
-        # loss.clean_share of the inputs get at most a quarter of F's noise (tried against a G
-        # that smoothed noise-free images away; not in the preset, docs/restoration.md item 23)
-        clean = torch.rand(b, generator=state.generator) < lc.clean_share
-        scale = torch.where(clean, torch.rand(b, generator=state.generator) / 4, torch.ones(b))
-        noise = noise * scale.view(-1, 1, 1, 1).to(noise)
-    if lc.partial_blur > 0:
-        # some pseudo-pairs carry only part of F's blur (down to none)
-        partial = torch.rand(b, generator=state.generator) < lc.partial_blur
-        s = torch.where(partial, torch.rand(b, generator=state.generator), torch.ones(b))
-        s = s.view(b, 1, 1, 1).to(device=blurred.device, dtype=blurred.dtype)
-        blurred = (1 - s) * real_b + s * blurred
-        if noise is not None:
-            # a sharp image keeps its own noise; F's blur removes it, F's noise puts it back
-            noise = (1 - (1 - s) ** 2).sqrt() * noise
-    return blurred if noise is None else blurred + noise
-
-
 def train_step(
     state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precision
 ) -> dict[str, float]:
@@ -149,27 +114,27 @@ def train_step(
     cfg = state.config
     lc = cfg.loss
     g, f, d_clean, d_blur = state.g, state.f, state.d_clean, state.d_blur
-    view = _disc_view(state)
 
     # --- generators G and F (eq. 16) ---
     _requires_grad((d_clean, d_blur), False)
     # f_gan_only: F's blur kernel learns only from D_blur (is F(b) a believable blurred
     # image?); the cycle and edge losses reach G through the current kernel without moving it,
     # so they cannot pull F towards a weaker blur that a weaker G can undo (measured drift).
-    f_cyc = _frozen(f) if lc.f_gan_only else f
+    f_cyc = _frozen(f) if cfg.f.gan_only else f
     with prec.autocast():
         fake_b = g(real_a)  # G(a): restored
         rec_a = f_cyc(fake_b)  # F(G(a))
         fake_a = f(real_b)  # F(b): synthetically blurred
-        pseudo = f_cyc(real_b) if lc.f_gan_only else fake_a  # F(b): G's pseudo-blurred input
+        pseudo = f_cyc(real_b) if cfg.f.gan_only else fake_a  # F(b): G's pseudo-blurred input
         f_noise = (
             f.noise(fake_a, state.generator, cfg.data.degrade.noise)
             if isinstance(f, PhysicsDegradation)
             else None
         )
-        pseudo = _pseudo_input(state, real_b, pseudo, f_noise)
         if f_noise is not None:
-            fake_a = fake_a + f_noise  # D_blur sees F's output with the data's own noise
+            # G's pseudo-pairs carry the data's own noise (f.noise), and D_blur sees it too
+            pseudo = pseudo + f_noise
+            fake_a = fake_a + f_noise
         if lc.pseudo_noise > 0:
             # a noise prior: G must restore F(b) + n to b, so it cannot simply amplify every
             # faint high frequency (what a deconvolution does, and where it paints grain)
@@ -178,9 +143,9 @@ def train_step(
         rec_b = g(pseudo)  # G(F(b))
         idt_f = f_cyc(real_a)  # F(a), identity on F
         idt_g = g(real_b)  # G(b), identity on G
-        gan = lsgan_g_loss(d_blur(view(fake_a)))
+        gan = lsgan_g_loss(d_blur(fake_a))
         if lc.gan_weight_g > 0:  # at 0, D_clean has no say and is not run at all
-            gan = gan + lc.gan_weight_g * lsgan_g_loss(d_clean(view(fake_b)))
+            gan = gan + lc.gan_weight_g * lsgan_g_loss(d_clean(fake_b))
     # SSIM's constants (1e-4) vanish in half precision: the image losses run in fp32.
     real_a32, real_b32 = real_a.float(), real_b.float()
     # forward cycle a -> G(a) -> F(G(a)) and backward cycle b -> F(b) -> G(F(b))
@@ -190,7 +155,7 @@ def train_step(
         cyc_a = cyc_a + lc.cycle_l1 * nnf.l1_loss(rec_a.float(), real_a32)
         cyc_b = cyc_b + lc.cycle_l1 * nnf.l1_loss(rec_b.float(), real_b32)
     cyc = lc.forward_cycle * cyc_a + cyc_b
-    idt = lc.identity_f_weight * identity_loss(idt_f.float(), real_a32) + identity_loss(
+    idt = cfg.f.identity_weight * identity_loss(idt_f.float(), real_a32) + identity_loss(
         idt_g.float(), real_b32
     )
     edge = edge_loss(rec_a.float(), idt_f.float(), lc.edge_operator) + edge_loss(
@@ -216,39 +181,11 @@ def train_step(
 
     # --- discriminators (LSGAN) ---
     _requires_grad((d_clean, d_blur), True)
-    fake_b_pool = state.pool_clean.query(fake_b.detach(), state.generator)
-    fake_a_pool = state.pool_blur.query(fake_a.detach(), state.generator)
+    fake_b_pool, fake_a_pool = fake_b.detach(), fake_a.detach()
     with prec.autocast():
-        loss_d = lsgan_d_loss(d_blur(view(real_a)), d_blur(view(fake_a_pool)))
+        loss_d = lsgan_d_loss(d_blur(real_a), d_blur(fake_a_pool))
         if lc.gan_weight_g > 0:
-            loss_d = loss_d + lsgan_d_loss(d_clean(view(real_b)), d_clean(view(fake_b_pool)))
-    _update(state, prec, losses, "loss_d", loss_d.float(), state.opt_d)
-    state.step += 1
-    return losses
-
-
-def train_f_step(
-    state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precision
-) -> dict[str, float]:
-    """F's warm-up (``schedule.f_warmup_steps``): F against D_blur alone, G untouched.
-
-    A physical F has a few hundred weights and no U-Net to run, so this step costs a fraction
-    of a full one; G then starts on pseudo-pairs ``(F(b), b)`` whose blur is already close to
-    the data's instead of learning to undo F's starting guess.
-    """
-    view = _disc_view(state)
-    f, d_blur = state.f, state.d_blur
-    _requires_grad((d_blur,), False)
-    with prec.autocast():
-        fake_a = f(real_b)
-        gan = lsgan_g_loss(d_blur(view(fake_a)))
-    loss_f = state.config.loss.gan_weight * gan.float()
-    losses = {"loss_g": float(loss_f.detach()), "loss_gan": float(gan.detach())}
-    _update(state, prec, losses, "loss_g", loss_f, state.opt_g)  # G has no gradient: unchanged
-    _requires_grad((d_blur,), True)
-    fake_a_pool = state.pool_blur.query(fake_a.detach(), state.generator)
-    with prec.autocast():
-        loss_d = lsgan_d_loss(d_blur(view(real_a)), d_blur(view(fake_a_pool)))
+            loss_d = loss_d + lsgan_d_loss(d_clean(real_b), d_clean(fake_b_pool))
     _update(state, prec, losses, "loss_d", loss_d.float(), state.opt_d)
     state.step += 1
     return losses

@@ -28,7 +28,14 @@ from semtune.config import (
     replace_path,
     to_dict,
 )
-from semtune.train.config import PRESETS, TrainConfig, load_train_config
+from semtune.train.config import (
+    PRESETS,
+    REMOVED,
+    RENAMED,
+    TrainConfig,
+    load_train_config,
+    migrate_key,
+)
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -510,6 +517,12 @@ def _parse_base(
     pairs: list[tuple[str, Any]] = [(str(k), v) for k, v in raw.items()]
     for item in extra:
         pairs.append(parse_override(item) if isinstance(item, str) else (item[0], item[1]))
+    # study files written with the trainer config's old key names still load
+    pairs = [
+        new
+        for key, value in pairs
+        if (new := migrate_key(key, value, source=f"{source}: base.overrides")) is not None
+    ]
     try:
         plain = load_train_config(name)
     except ConfigError as exc:
@@ -541,6 +554,9 @@ def _parse_params(space: Any, source: str, cfg: TrainConfig) -> tuple[Param, ...
     params: list[Param] = []
     for path, spec in space.items():
         key = f"space.{path}"
+        if path in REMOVED:
+            raise ConfigError(f"{source}: {key}: this option was removed ({REMOVED[path][1]})")
+        path = RENAMED.get(path, path)  # a study file written with the old key names
         try:
             get_path(cfg, str(path))
         except ConfigError as exc:

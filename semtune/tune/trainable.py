@@ -29,9 +29,9 @@ from ray import tune
 from torch import Tensor
 
 from semtune.atomic import write_text_atomically
-from semtune.config import apply_overrides, from_dict
+from semtune.config import apply_overrides
 from semtune.data.unpaired import TrainingData, build_training_data
-from semtune.train.config import DataConfig, TrainConfig
+from semtune.train.config import DataConfig, TrainConfig, config_from_dict
 from semtune.train.loop import Reporter, train
 from semtune.train.step import NonFiniteLossError
 from semtune.tune.keys import FINISHED_KEY, NONFINITE_KEY, RESUMED_FROM_KEY
@@ -88,7 +88,7 @@ class TrialSettings:
     def trial_config(self, params: Mapping[str, Any]) -> TrainConfig:
         """The base config with the trial's ``{config.path: value}`` parameters applied."""
         data = apply_overrides(self.base, list(params.items()))
-        cfg = from_dict(TrainConfig, data, source=f"trial parameters {dict(params)}")
+        cfg = config_from_dict(data, source=f"trial parameters {dict(params)}", strict=False)
         if cfg.runtime.threads == 0:
             cfg = replace(cfg, runtime=replace(cfg.runtime, threads=self.threads))
         return cfg

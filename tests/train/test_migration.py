@@ -93,7 +93,7 @@ def test_a_removed_option_set_to_another_behaviour_is_refused_naming_it() -> Non
                 "study": "removed",
                 "base": {"config": "cpu"},
                 "objective": {"metric": "ssim", "mode": "max"},
-            "trials": 2,
+                "trials": 2,
                 "space": {"loss.partial_blur": {"distribution": "uniform", "low": 0, "high": 1}},
             }
         )

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from semtune.cli import HelpFormatter, add_model_name, add_tracking_uri, parser
+from semtune.metric_names import HEADLINE
 
 __all__ = ["build_parser", "main"]
 
 # metrics shown as columns, in this order, when any version has them
-_COLUMNS = ("score", "ssim", "psnr", "ssim_gain", "psnr_gain", "ag", "sf")
+_COLUMNS = (*HEADLINE, "ag", "sf")
 
 
 def _uri(flag: str | None) -> str:

@@ -22,6 +22,7 @@ from semtune.cli import add_no_bar_detect, add_out, add_threads
 from semtune.data.datasets import PairedSet, make_paired_set, random_crops
 from semtune.data.degrade import ALL_SETS, SETS, DegradeConfig
 from semtune.io import read_folder
+from semtune.metric_names import IMAGE_METRICS
 from semtune.metrics import all_metrics
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["set", "method", "ssim", "psnr", "ag", "con", "sf"]
+COLUMNS = ["set", "method", *IMAGE_METRICS]
 
 # A method restores a batch (B, 1, H, W) in [0, 1]; it receives the paired set so that oracle
 # variants can read the true PSFs. Non-oracle methods must not.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from semtune.metric_names import HEADLINE
+
 __all__ = [
     "GENERATOR_ARTIFACT",
     "MAX_TAG",
@@ -71,7 +73,7 @@ RUN_STATUS: dict[str, str] = {
     "killed": "KILLED",
     "failed": "FAILED",
 }
-TAGGED_METRICS = ("score", "ssim", "psnr", "ssim_gain", "psnr_gain")
+TAGGED_METRICS = HEADLINE
 MAX_TAG = 5000  # model version tag values are limited to 5000 characters
 
 

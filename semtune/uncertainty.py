@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["CI_BOUNDS", "bootstrap_ci", "gain_name", "per_group_means"]
+__all__ = ["CI_BOUNDS", "bootstrap_ci", "gain_name", "per_group_means", "seeds_images_ci"]
 
 RESAMPLES = 2000
 # the suffixes of an interval's bounds: ``ssim_ci_low``, ``ssim_ci_high``
@@ -74,3 +74,30 @@ def bootstrap_ci(
         out[f"{name}{low}"] = float(torch.quantile(means, lo_q))
         out[f"{name}{high}"] = float(torch.quantile(means, hi_q))
     return out
+
+
+def seeds_images_ci(
+    table: Tensor, *, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """The interval of the mean of a ``(seeds, images)`` table of scores (or of paired
+    differences), by a two-way bootstrap: seeds and images are resampled independently, as both
+    are sources of chance (a configuration trained again with another seed, scored on other
+    images). With one seed only images are resampled, with one image only seeds; with one of
+    each there is no interval (NaN, NaN)."""
+    if table.ndim != 2:
+        raise ValueError(f"expected a (seeds, images) table, got shape {tuple(table.shape)}")
+    n_seeds, n_images = table.shape
+    if n_seeds * n_images < 2:
+        return math.nan, math.nan
+    gen = torch.Generator().manual_seed(seed)
+    values = table.detach().double().cpu()
+    seeds = torch.randint(n_seeds, (resamples, n_seeds), generator=gen)
+    images = torch.randint(n_images, (resamples, n_images), generator=gen)
+    if n_seeds == 1:
+        seeds = torch.zeros_like(seeds)
+    if n_images == 1:
+        images = torch.zeros_like(images)
+    # draw r: the rows seeds[r] and the columns images[r] of the table, averaged
+    means = values[seeds[:, :, None], images[:, None, :]].mean(dim=(1, 2))
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    return float(torch.quantile(means, lo_q)), float(torch.quantile(means, hi_q))

@@ -27,6 +27,7 @@ from semtune.data.estimate import DegradationEstimate, estimate_degradation, noi
 from semtune.data.unpaired import TrainingData, build_training_data, sample_crops
 from semtune.device import gpu_fallback_note, resolve_device
 from semtune.inference import restore_batch
+from semtune.metric_names import FULL_REFERENCE, GAINS, INPUT_METRICS, SCORE, score_of
 from semtune.metrics import all_metrics
 from semtune.models.degradation import PhysicsDegradation
 from semtune.train.config import TrainConfig
@@ -46,6 +47,7 @@ VAL_SCORES_FILE = "val_scores.csv"  # the latest evaluation, per validation imag
 __all__ = [
     "VAL_SCORES_FILE",
     "per_image_scores",
+    "score_images",
     "Reporter",
     "TrainResult",
     "evaluate_generator",
@@ -58,7 +60,7 @@ log = logging.getLogger(__name__)
 
 # The validation score that picks best.pt: SSIM gain plus PSNR gain on a comparable scale
 # (0.01 SSIM ~ 1 dB on these images), so neither metric alone can be gamed.
-SCORE_KEY = "score"
+SCORE_KEY = SCORE
 
 
 class Reporter(Protocol):
@@ -106,7 +108,7 @@ def evaluate_generator(
     return _evaluate(g, paired, batch_size=batch_size, device=device, groups=groups)[0]
 
 
-_PER_IMAGE = ("ssim", "psnr", "blurry_ssim", "blurry_psnr", "ssim_gain", "psnr_gain", SCORE_KEY)
+_PER_IMAGE = (*FULL_REFERENCE, *INPUT_METRICS, *GAINS, SCORE)
 
 
 def _evaluate(
@@ -136,12 +138,26 @@ def _evaluate(
     crops = {k: torch.cat(v) for k, v in parts.items()}
     crops["ssim_gain"] = crops["ssim"] - crops["blurry_ssim"]
     crops["psnr_gain"] = crops["psnr"] - crops["blurry_psnr"]
-    crops[SCORE_KEY] = 100 * crops["ssim_gain"] + crops["psnr_gain"]
+    crops[SCORE_KEY] = score_of(crops["ssim_gain"], crops["psnr_gain"])
     out = {k: float(v.mean()) for k, v in crops.items()}
     if groups is not None:
         shown = ("ssim", "psnr", "ssim_gain", "psnr_gain", SCORE_KEY)
         out.update(bootstrap_ci({k: crops[k] for k in shown}, groups))
     return out, crops
+
+
+def score_images(
+    g: nn.Module,
+    paired: PairedSet,
+    groups: Sequence[int],
+    *,
+    batch_size: int = 16,
+    device: torch.device | None = None,
+) -> dict[str, Tensor]:
+    """Per image (its crops averaged; images in ``groups`` order): SSIM and PSNR of
+    ``g(blurred)`` and of the input, their gains and ``score``, scored as validation is."""
+    _, crops = _evaluate(g, paired, batch_size=batch_size, device=device)
+    return {k: per_group_means(crops[k], groups) for k in _PER_IMAGE}
 
 
 def per_image_scores(

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from semtune.tune.keys import FINISHED_KEY, NONFINITE_KEY
+from semtune.tune.keys import FINISHED_KEY, NONFINITE_KEY, POINT_KEY
 from semtune.uncertainty import CI_BOUNDS, gain_name
 
 __all__ = ["STATUSES", "ProgressTable", "describe_status", "short_name"]
@@ -102,8 +102,10 @@ class ProgressTable(tune.Callback):
                 "trial": t.trial_id,
                 "status": describe_status(t.status, last, t.status == "ERROR"),
             }
+            # a confirmation trial's parameters are one grid point (semtune.tune.confirm)
+            config = t.config.get(POINT_KEY) or t.config
             for p in self.params:
-                row[short_name(p, self.params)] = _fmt(t.config.get(p, ""))
+                row[short_name(p, self.params)] = _fmt(config.get(p, ""))
             row["step"] = int(last["step"]) if "step" in last else 0
             for i, m in enumerate(self.metrics):
                 row[m] = _fmt(last.get(m, ""))

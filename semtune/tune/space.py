@@ -28,6 +28,7 @@ from semtune.config import (
     replace_path,
     to_dict,
 )
+from semtune.metric_names import INPUT_METRICS, VALIDATION_METRICS
 from semtune.train.config import (
     PRESETS,
     REMOVED,
@@ -43,6 +44,7 @@ __all__ = [
     "PAPER_VALUES",
     "REPORT_METRICS",
     "SAMPLERS",
+    "ConfirmSpec",
     "Objective",
     "Param",
     "Resources",
@@ -62,11 +64,10 @@ SAMPLERS = ("tpe", "random", "grid", "nsga2")
 # What the trainer reports at every evaluation (semtune.train.loop.evaluate_generator plus the
 # last step's losses). Objectives are restricted to the validation metrics: optimising a loss
 # value would reward a generator that does nothing.
-OBJECTIVE_METRICS = ("ssim", "psnr", "ag", "con", "sf", "ssim_gain", "psnr_gain", "score")
+OBJECTIVE_METRICS = VALIDATION_METRICS
 REPORT_METRICS = (
     *OBJECTIVE_METRICS,
-    "blurry_ssim",
-    "blurry_psnr",
+    *INPUT_METRICS,
     "loss_g",
     "loss_gan",
     "loss_cycle",
@@ -102,6 +103,7 @@ _TOP_KEYS = (
     "resources",
     "storage",
     "enqueue",
+    "confirm",
 )
 _REQUIRED = ("study", "base", "space", "objective")
 _PARAM_FIELDS: dict[str, tuple[str, ...]] = {
@@ -186,6 +188,43 @@ class Resources:
     def threads(self) -> int:
         """Torch threads for one trial: its CPU share, at least one."""
         return max(1, int(self.cpu))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfirmSpec:
+    """The confirmation stage (issue 12): after the search, the ``top_k`` configurations and a
+    control are trained again from scratch with ``seeds`` fresh seeds each, side by side, and
+    scored on images the search never saw (``data``); the study's verdict comes from these.
+
+    ``top_k: 0`` (the default) skips it. ``control``: ``auto`` takes the paper's values of the
+    searched parameters when each has one (``PAPER_VALUES``), else the first ``enqueue`` point;
+    ``paper``/``enqueue`` ask for one of these; ``none`` compares the winner with the runner-up
+    only. ``crops`` crops of the base config's ``val_crop_size`` are cut from ``data`` (folders,
+    relative to the working directory) and degraded like the validation set.
+    """
+
+    top_k: int = 0
+    seeds: int = 3
+    data: tuple[str, ...] = ()
+    crops: int = 96
+    control: Literal["auto", "paper", "enqueue", "none"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if self.crops < 2:
+            raise ValueError(f"crops must be >= 2, got {self.crops}")
+        if self.top_k and not self.data:
+            raise ValueError(
+                "data: name the folder(s) of images the search never uses (e.g. "
+                "data/sample/test): the confirmation is scored on them"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.top_k > 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,6 +320,7 @@ class StudySpec:
     resources: Resources = field(default_factory=Resources)
     storage: str | None = None
     enqueue: tuple[tuple[tuple[str, Any], ...], ...] = ()
+    confirm: ConfirmSpec = field(default_factory=ConfirmSpec)
 
     @property
     def metrics(self) -> list[str]:
@@ -397,6 +437,15 @@ def parse_space(
     if not isinstance(description, str):
         raise ConfigError(f"{source}: description: expected text, got {description!r}")
     enqueue = _parse_enqueue(data.get("enqueue"), source, params)
+    confirm_data = data.get("confirm")
+    if isinstance(confirm_data, Mapping) and isinstance(confirm_data.get("data"), str):
+        confirm_data = {**confirm_data, "data": [confirm_data["data"]]}  # one folder
+    confirm = _build_section(ConfirmSpec, confirm_data, source, "confirm")
+    if confirm.enabled and len(objectives) > 1:
+        raise ConfigError(
+            f"{source}: confirm: a confirmation ranks configurations on one objective; with "
+            "several objectives the study's answer is the Pareto front (remove confirm:)"
+        )
 
     return StudySpec(
         source=source,
@@ -416,6 +465,7 @@ def parse_space(
         resources=resources,
         storage=storage,
         enqueue=enqueue,
+        confirm=confirm,
     )
 
 

@@ -8,7 +8,11 @@ The study folder (``out``) holds everything:
 - ``tune/``: Tune's experiment state and each trial's checkpoints (or ``<storage_path>/tune``
   on shared storage, ``s3://...`` or an NFS folder, which a multi-node cluster needs);
 - at the end: ``results.csv``, ``best_trial.json`` (or ``pareto_front.csv``),
-  ``best_generator.pt`` and the PNG figures.
+  ``best_generator.pt`` and the PNG figures;
+- with ``confirm:`` in the study file, the confirmation stage (``semtune.tune.confirm``): its
+  Tune state in ``tune_confirm/``, ``confirmation*.csv``, ``confirmation.json`` and
+  ``confirmation.png``; ``best_generator.pt`` and ``best_trial.json`` then name the confirmed
+  winner.
 """
 
 from __future__ import annotations
@@ -35,12 +39,29 @@ from semtune.config import to_dict
 from semtune.train.config import TrainConfig
 from semtune.train.loop import Reporter
 from semtune.tune.budget import Budget, at_equal_budget, trial_histories
-from semtune.tune.keys import RESUMED_FROM_KEY
+from semtune.tune.confirm import (
+    CONFIRM_DIR,
+    SEED_PATH,
+    Confirmation,
+    ConfirmationError,
+    candidates,
+    check_confirmation_images,
+    confirmation_points,
+    control_params,
+    summarise_confirmation,
+)
+from semtune.tune.keys import POINT_KEY, RESUMED_FROM_KEY
 from semtune.tune.progress import ProgressTable, describe_status, short_name
 from semtune.tune.report import pareto_mask, write_plots
 from semtune.tune.searcher import TUNE_TRIAL_ATTR, StudySearcher, close_orphans
 from semtune.tune.space import SpaceSampler, StudySpec, build_sampler, load_space, spec_to_dict
-from semtune.tune.trainable import FAULT_INJECT_ENV, TrialContext, TrialSettings, run_trial
+from semtune.tune.trainable import (
+    FAULT_INJECT_ENV,
+    TrialContext,
+    TrialSettings,
+    run_point_trial,
+    run_trial,
+)
 from semtune.uncertainty import CI_BOUNDS, gain_name
 
 __all__ = [
@@ -77,7 +98,9 @@ class StudyResult:
         best: the best trial's row, or the Pareto front's rows for several objectives.
         best_generator: ``best_generator.pt`` (None when no trial produced a score).
         plots: the PNG files written.
-        complete: whether every trial ended (False after an interruption: ``--resume``).
+        complete: whether every trial ended (False after an interruption: ``--resume``),
+            the confirmation's included.
+        confirmation: the confirmation stage's outcome, when the study file asks for one.
     """
 
     out_dir: Path
@@ -86,6 +109,7 @@ class StudyResult:
     best_generator: Path | None
     plots: list[Path]
     complete: bool
+    confirmation: Confirmation | None = None
 
 
 def default_out(spec: StudySpec) -> Path:
@@ -202,6 +226,7 @@ def _prepare(
     for where, taken in (
         (out, study_file.exists() or (out / "optuna.db").exists()),
         (tune_dir, tune.Tuner.can_restore(tune_dir)),
+        (f"{tune_root}/{CONFIRM_DIR}", tune.Tuner.can_restore(f"{tune_root}/{CONFIRM_DIR}")),
     ):
         if taken:
             raise StudyError(
@@ -223,8 +248,14 @@ def _prepare(
             if num_samples > size:
                 raise StudyError(f"--num-samples {num_samples}: the grid has only {size} points")
     cfg = _absolute_data_paths(spec.train_config())
-    out.mkdir(parents=True, exist_ok=True)
     base: dict[str, Any] = to_dict(cfg)
+    if spec.confirm.enabled:  # a confirmation that cannot run fails now, not after the search
+        try:
+            check_confirmation_images(spec, base)
+            control_params(spec)
+        except ConfirmationError as exc:
+            raise StudyError(f"{spec.source}: {exc}") from None
+    out.mkdir(parents=True, exist_ok=True)
     record = {
         "spec": spec_to_dict(spec),
         "cli_overrides": list(cli_overrides),
@@ -365,14 +396,17 @@ def results_frame(results: Any, spec: StudySpec, study: optuna.Study) -> pd.Data
 
 def _best(
     table: pd.DataFrame, spec: StudySpec, histories: Mapping[str, pd.DataFrame] | None = None
-) -> tuple[pd.DataFrame, Budget | None]:
-    """The best trial (or Pareto front), ranked at an equal budget (semtune.tune.budget)."""
+) -> tuple[pd.DataFrame, Budget | None, pd.DataFrame]:
+    """The best trial (or Pareto front), ranked at an equal budget (semtune.tune.budget), and
+    every trial scored at that budget, best first (what the confirmation takes its top from)."""
     columns = spec.columns
     bounds = [c for c in table.columns if c.endswith(CI_BOUNDS)]
     scored, budget = at_equal_budget(table, histories or {}, columns, carry=bounds)
     if scored.empty:
-        return scored, budget
-    return _rank(scored, spec), budget
+        return scored, budget, scored
+    obj = spec.objectives[0]
+    ranked = scored.sort_values(obj.metric, ascending=obj.mode == "min", kind="stable")
+    return _rank(scored, spec), budget, ranked
 
 
 def _rank(scored: pd.DataFrame, spec: StudySpec) -> pd.DataFrame:
@@ -405,7 +439,9 @@ def _export_generator(results: Any, trial_id: str, dest: Path) -> Path | None:
 _TRAINING_STATE = "last.pt"
 
 
-def _slim_checkpoints(results: Any, printer: Callable[[str], None]) -> None:
+def _slim_checkpoints(
+    results: Any, printer: Callable[[str], None], what: str = "the finished trials"
+) -> None:
     """Drop what no one will read from a complete study's checkpoints (local storage only).
 
     Kept: every trial's latest snapshot minus the training state (its ``generator.pt`` is the
@@ -430,7 +466,7 @@ def _slim_checkpoints(results: Any, printer: Callable[[str], None]) -> None:
                     after += size
     if before > after:
         printer(
-            f"checkpoints of the finished trials: {before / 2**20:.0f} MB -> {after / 2**20:.0f} "
+            f"checkpoints of {what}: {before / 2**20:.0f} MB -> {after / 2**20:.0f} "
             "MB (kept each trial's latest generator.pt and metrics; dropped the training state "
             "that only continuing a trial needs)"
         )
@@ -573,7 +609,20 @@ def run_study(
                     f"marked Optuna trial(s) {closed} as failed: started by a driver that was "
                     f"killed before Tune recorded them (their replacements ran instead)"
                 )
-        return _summarise(results, spec, study, out, complete, printer)
+        result, ranked = _summarise(results, spec, study, out, complete, printer)
+        if complete and spec.confirm.enabled and not ranked.empty:
+            result = _confirm(
+                result,
+                ranked,
+                spec,
+                base,
+                tune_root,
+                callbacks=callbacks,
+                trial_reporters=trial_reporters,
+                printer=printer,
+                progress_interval_s=progress_interval_s,
+            )
+        return result
     finally:
         tune_logger.setLevel(tune_level)
         if owns_ray:
@@ -605,14 +654,14 @@ def _summarise(
     out: Path,
     complete: bool,
     printer: Callable[[str], None],
-) -> StudyResult:
+) -> tuple[StudyResult, pd.DataFrame]:
     table = results_frame(results, spec, study)
     write_atomically(out / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
     printer(f"\nresults ({len(table)} trials, {out / 'results.csv'}):")
     printer(_table_text(table, spec))
     columns = spec.columns
     bounds = [f"{m}{b}" for m in columns for b in CI_BOUNDS]
-    best, budget = _best(table, spec, trial_histories(results, [*columns, *bounds]))
+    best, budget, ranked = _best(table, spec, trial_histories(results, [*columns, *bounds]))
     best_generator: Path | None = None
     if best.empty:
         printer("no trial produced a score: nothing to export")
@@ -674,7 +723,7 @@ def _summarise(
         printer("figures: " + ", ".join(str(p.name) for p in plots))
     if not complete:
         printer(f"study interrupted: continue it with --resume --out {out}")
-    return StudyResult(
+    result = StudyResult(
         out_dir=out,
         table=table,
         best=best,
@@ -682,6 +731,7 @@ def _summarise(
         plots=plots,
         complete=complete,
     )
+    return result, ranked
 
 
 def _gain_interval(metric: str, metrics: dict[str, float], ci95: dict[str, list[float]]) -> str:
@@ -701,3 +751,110 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+def _confirm(
+    result: StudyResult,
+    ranked: pd.DataFrame,
+    spec: StudySpec,
+    base: dict[str, Any],
+    tune_root: str,
+    *,
+    callbacks: Sequence[tune.Callback],
+    trial_reporters: Sequence[Callable[[TrialContext], Reporter]],
+    printer: Callable[[str], None],
+    progress_interval_s: float,
+) -> StudyResult:
+    """The confirmation stage (semtune.tune.confirm): its trials (resumed when a killed driver
+    left them unfinished), its verdict, and the confirmed winner as the study's best."""
+    out = result.out_dir
+    cands = candidates(spec, ranked)
+    points = confirmation_points(cands, spec.confirm.seeds, int(base["runtime"]["seed"]))
+    confirm_dir = f"{tune_root}/{CONFIRM_DIR}"
+    settings = TrialSettings(
+        base=base,
+        threads=spec.resources.threads,
+        report_metrics=tuple(spec.columns),
+        crash_once_marker=os.environ.get(FAULT_INJECT_ENV) or None,
+        reporters=tuple(trial_reporters),
+    )
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    trainable = tune.with_resources(
+        tune.with_parameters(run_point_trial, settings=settings), resources
+    )
+    printer(
+        f"\nconfirmation: {len(cands)} configurations x {spec.confirm.seeds} fresh seeds = "
+        f"{len(points)} trials, each trained from scratch for the full schedule and scored on "
+        f"{spec.confirm.crops} crops of {', '.join(spec.confirm.data)} (never used by the "
+        "search): " + "; ".join(f"{c.label} ({c.role})" for c in cands)
+    )
+    if tune.Tuner.can_restore(confirm_dir):
+        tuner = tune.Tuner.restore(
+            confirm_dir, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        params = [*(p.path for p in spec.space), SEED_PATH]
+        progress = ProgressTable(
+            params, spec.columns, interval_s=progress_interval_s, printer=printer
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space={POINT_KEY: tune.grid_search(points)},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.concurrency,
+                trial_dirname_creator=_trial_dirname,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=CONFIRM_DIR,
+                storage_path=tune_root,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[progress, *callbacks],
+                verbose=0,
+            ),
+        )
+    results = tuner.fit()
+    if results.num_terminated + results.num_errors != len(results):
+        printer(f"confirmation interrupted: continue it with --resume --out {out}")
+        return dataclasses.replace(result, complete=False)
+    conf = summarise_confirmation(results, cands, base, spec, out, printer)
+    if conf is None:
+        return result
+    best_generator = result.best_generator
+    if conf.winner_generator is not None:
+        best_generator = out / "best_generator.pt"
+        shutil.copyfile(conf.winner_generator, best_generator)
+    _record_winner(out, conf, results, spec)
+    printer(f"best generator (the confirmed winner, trial {conf.winner_trial}): {best_generator}")
+    _slim_checkpoints(results, printer, "the confirmation trials")
+    return dataclasses.replace(result, best_generator=best_generator, confirmation=conf)
+
+
+def _record_winner(out: Path, conf: Confirmation, results: Any, spec: StudySpec) -> None:
+    """best_trial.json names the confirmed winner (the search's best is kept under
+    ``search_best``): what MLflow registers."""
+    path = out / "best_trial.json"
+    searched = json.loads(path.read_text()) if path.is_file() else {}
+    last: dict[str, Any] = {}
+    for r in results:
+        if str((r.metrics or {}).get("trial_id")) == conf.winner_trial:
+            last = dict(r.metrics or {})
+    winner = conf.summary[conf.summary["candidate"] == conf.winner].iloc[0]
+    info = {
+        "trial_id": conf.winner_trial,
+        "number": -1,
+        "params": {p.path: _plain(winner[p.path]) for p in spec.space if p.path in winner},
+        "metrics": {m: float(last[m]) for m in spec.columns if m in last},
+        "step": int(last.get("step", 0)),
+        "confirmation": {
+            "verdict": conf.verdict,
+            "comparisons": conf.comparisons,
+            "file": "confirmation.json",
+        },
+        "generator": str(out / "best_generator.pt"),
+        "note": "the confirmed winner's first seed (semtune.tune.confirm); its metrics are its "
+        "own validation's, the confirmation's are in confirmation.csv",
+        "search_best": searched,
+    }
+    write_text_atomically(path, json.dumps(info, indent=2, default=str))

@@ -34,7 +34,13 @@ from semtune.data.unpaired import TrainingData, build_training_data
 from semtune.train.config import DataConfig, TrainConfig, config_from_dict
 from semtune.train.loop import Reporter, train
 from semtune.train.step import NonFiniteLossError
-from semtune.tune.keys import FINISHED_KEY, NONFINITE_KEY, RESUMED_FROM_KEY
+from semtune.tune.keys import (
+    CANDIDATE_KEY,
+    FINISHED_KEY,
+    NONFINITE_KEY,
+    POINT_KEY,
+    RESUMED_FROM_KEY,
+)
 
 __all__ = [
     "FAULT_INJECT_ENV",
@@ -42,6 +48,7 @@ __all__ = [
     "TRIAL_STATE_FILE",
     "TrialContext",
     "TrialSettings",
+    "run_point_trial",
     "run_trial",
 ]
 
@@ -259,3 +266,10 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             }
         )
         tune.report(result)
+
+
+def run_point_trial(config: dict[str, Any], settings: TrialSettings) -> None:
+    """The confirmation's trainable (``semtune.tune.confirm``): ``config[POINT_KEY]`` holds the
+    trial's parameters (one grid point: a configuration and a seed)."""
+    point = {k: v for k, v in config[POINT_KEY].items() if k != CANDIDATE_KEY}
+    run_trial(point, settings)

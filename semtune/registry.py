@@ -46,13 +46,15 @@ def _list(uri: str, name: str) -> int:
         print(f"{name}: no versions registered at {uri}")
         return 0
     shown = [c for c in _COLUMNS if any(c in v.metrics for v in versions)]
-    rows = [["version", "aliases", *shown, "study", "trial", "created"]]
+    rows = [["version", "aliases", *shown, "val data", "seed", "study", "trial", "created"]]
     for v in versions:
         rows.append(
             [
                 v.version,
                 ",".join(v.aliases) or "-",
                 *(f"{v.metrics[c]:.4f}" if c in v.metrics else "-" for c in shown),
+                v.val_fingerprint[:8] or "-",
+                v.seed or "-",
                 v.study or "-",
                 v.trial or "-",
                 v.created,
@@ -60,6 +62,12 @@ def _list(uri: str, name: str) -> int:
         )
     print(f"{name} at {uri}")
     print(_table(rows))
+    compared = [v for v in versions if v.vs_champion]
+    if compared:
+        print("\nre-scored beside the champion of the day on the same images:")
+        for v in compared:
+            print(f"  version {v.version} against {v.vs_champion}")
+    print("(val data: the fingerprint of the images and settings the scores were measured on)")
     return 0
 
 

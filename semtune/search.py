@@ -270,11 +270,46 @@ def _finish_tracking(tracker: Any, result: Any, spec: Any, args: argparse.Namesp
             str(info["trial_id"]),
             exported["config"],
             model_name=args.model_name or DEFAULT_MODEL_NAME,
+            paired=_paired_check(result.best_generator, spec.metrics[0], tracker.uri),
         )
         print(reg.message)
     print(f"MLflow UI: {_ui_command(tracker.uri, ui_hint)}")
     base = tracker.uri if tracker.uri.startswith(("http://", "https://")) else _LOCAL_UI
     print(f"the study's trials, sorted, with their metrics: {tracker.runs_page(base)}")
+
+
+def _paired_check(candidate: Path, metric: str, uri: str) -> Any:
+    """What the registry calls with the champion's model URI: the candidate and the champion
+    restore the candidate's validation images (its held-out split, degraded as it was
+    validated), and the per-image differences on ``metric`` get a 95% interval."""
+
+    def check(holder_uri: str) -> Any:
+        from semtune.data.unpaired import build_training_data
+        from semtune.tracking import load_registered_generator_file
+        from semtune.tracking.registration import PairedDifference
+        from semtune.train.loop import score_images
+        from semtune.train.state import load_generator_file
+        from semtune.uncertainty import bootstrap_ci
+
+        mine = load_generator_file(candidate)
+        holder = load_registered_generator_file(holder_uri, tracking_uri=uri)
+        data = build_training_data(mine.config.data)
+        groups = list(data.val_groups)
+        a = score_images(mine.g, data.val, groups)
+        b = score_images(holder.g, data.val, groups)
+        if metric not in a:
+            return None  # not scored per image (ag, con, sf): compare the recorded values
+        d = a[metric] - b[metric]
+        ci = bootstrap_ci({"d": d}, list(range(len(d))))
+        return PairedDifference(
+            metric=metric,
+            mean=float(d.mean()),
+            ci_low=ci["d_ci_low"],
+            ci_high=ci["d_ci_high"],
+            images=len(d),
+        )
+
+    return check
 
 
 _LOCAL_UI = "http://127.0.0.1:5000"

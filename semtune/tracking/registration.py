@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from semtune.tracking.tags import (
     TAG_EDGE,
     TAG_OBJECTIVE,
     TAG_PRESET,
+    TAG_SEED,
     TAG_STUDY,
     TAG_TRIAL,
     TAG_VAL,
@@ -39,9 +40,35 @@ from semtune.tracking.tags import (
     short,
 )
 
-__all__ = ["RegistrationResult", "register_version"]
+__all__ = ["PairedCheck", "PairedDifference", "RegistrationResult", "register_version"]
 
 log = logging.getLogger("semtune.tracking")
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A candidate minus the alias's holder on ``metric``, image by image on the same images
+    (the candidate's validation data), with the 95% interval of the mean difference."""
+
+    metric: str
+    mean: float
+    ci_low: float
+    ci_high: float
+    images: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.metric} {self.mean:+.4f} (95% CI {self.ci_low:+.4f}..{self.ci_high:+.4f}, "
+            f"{self.images} images)"
+        )
+
+
+# Given the holder's model URI, score the candidate and the holder on the same images; None
+# when that cannot be done (then the registry compares the values recorded with each version).
+PairedCheck = Callable[[str], PairedDifference | None]
+TAG_VS_HOLDER = "semtune.vs_champion"
+# "false" on a version the paired comparison turned down: settling a race never picks it
+TAG_PAIRED_BETTER = "semtune.paired_better"
 
 
 @dataclass(frozen=True)
@@ -77,12 +104,17 @@ def register_version(
     objective: str,
     mode: str,
     alias: str,
+    paired: PairedCheck | None = None,
 ) -> RegistrationResult:
     """Log ``generator_path`` into ``run_id`` as a model, register it as a new version of
     ``model_name`` and move ``alias`` to it only if it is better on ``objective`` than the
     holder, scored on the same validation data (``StudyTracker.register_best`` describes the
     tags and the description). ``parent_run_id`` (the study's run) is tagged with the version;
-    ``study_tags`` fill the provenance tags the trial's run lacks."""
+    ``study_tags`` fill the provenance tags the trial's run lacks.
+
+    With ``paired``, the candidate and the holder are scored on the same images and the alias
+    moves only if the interval of the paired difference lies above 0 (below, for ``min``): a
+    better number within the noise of a few images is not an improvement (issue 12)."""
     # a direct database store (sqlite:///, postgresql://) resolves the logged model of
     # a new version through MLflow's global URI: point it at this study's store
     with use_tracking_uri(uri):
@@ -122,6 +154,11 @@ def register_version(
         if TAG_EDGE not in tags and (edge := config.get("loss", {}).get("edge_operator")):
             tags[TAG_EDGE] = str(edge)
         tags.update(training_data_tags(generator_path))
+        if (seed := config.get("runtime", {}).get("seed")) is not None:
+            tags[TAG_SEED] = str(seed)
+        for bound in ("_ci_low", "_ci_high"):  # the objective's 95% interval over the images
+            if f"{objective}{bound}" in numeric:
+                tags[f"{METRIC_TAG_PREFIX}{objective}{bound}"] = short(numeric[objective + bound])
         val_fp = validation_fingerprint(config)
         tags[TAG_VAL] = val_fp
         try:
@@ -161,8 +198,36 @@ def register_version(
             ),
         )
         prev_version, prev_value, prev_fp = _current_holder(client, model_name, alias, objective)
+        promote_hint = (
+            f"promote by hand if wanted: python -m semtune.models promote {version} --alias "
+            f"{alias} --model-name {model_name}"
+        )
+        diff = None
+        if prev_version is not None and paired is not None:
+            try:
+                diff = paired(f"models:/{model_name}/{prev_version}")
+            except Exception as exc:  # noqa: BLE001 (fall back to the recorded values)
+                log.warning(
+                    "version %s not re-scored (%s); comparing recorded values", prev_version, exc
+                )
         if prev_version is None:
             better, why = True, f"there was no {alias!r} yet"
+        elif diff is not None:
+            better = diff.ci_low > 0 if mode == "max" else diff.ci_high < 0
+            worse = diff.ci_high < 0 if mode == "max" else diff.ci_low > 0
+            why = f"against version {prev_version} on the same images, {diff.describe()}: "
+            if better:
+                why += "the interval lies on the better side of 0, a real improvement"
+            elif worse:
+                why += f"the interval lies on the worse side of 0; {promote_hint}"
+            else:
+                why += f"the interval includes 0, no real improvement; {promote_hint}"
+            client.set_model_version_tag(
+                model_name, version, TAG_VS_HOLDER, f"version {prev_version}: {diff.describe()}"
+            )
+            client.set_model_version_tag(
+                model_name, version, TAG_PAIRED_BETTER, "true" if better else "false"
+            )
         elif prev_fp != val_fp:
             better = False
             why = (
@@ -192,7 +257,8 @@ def register_version(
             client.set_registered_model_alias(model_name, alias, version)
         # MLflow has no compare-and-set: a study registering at the same time may have
         # read the same holder and set the alias after us; settle on the best of the
-        # versions registered since (every registrant does, so they agree)
+        # versions registered since (every registrant does, so they agree). A version the
+        # paired comparison turned down (its TAG_PAIRED_BETTER) takes no part in it.
         holder = _settle_alias(
             client, model_name, alias, objective, mode, since=prev_version, val=val_fp
         )
@@ -253,6 +319,8 @@ def _settle_alias(
         low = int(since) if since is not None else 0
         for mv in client.search_model_versions(f"name={quoted(name)}"):
             if int(mv.version) <= low or mv.tags.get(TAG_OBJECTIVE) != objective:
+                continue
+            if mv.tags.get(TAG_PAIRED_BETTER) == "false":
                 continue
             if mv.tags.get(TAG_VAL) != val:
                 continue

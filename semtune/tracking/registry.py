@@ -26,7 +26,14 @@ from semtune.tracking.store import (
     sqlite_path,
     use_tracking_uri,
 )
-from semtune.tracking.tags import GENERATOR_ARTIFACT, METRIC_TAG_PREFIX, TAG_STUDY, TAG_TRIAL
+from semtune.tracking.tags import (
+    GENERATOR_ARTIFACT,
+    METRIC_TAG_PREFIX,
+    TAG_SEED,
+    TAG_STUDY,
+    TAG_TRIAL,
+    TAG_VAL,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -147,6 +154,11 @@ class ModelVersionInfo:
     trial: str
     run_id: str
     metrics: dict[str, float]
+    # what its scores were measured on, its training seed, and how it compared with the
+    # champion of the day on the same images (when it was re-scored beside it)
+    val_fingerprint: str = ""
+    seed: str = ""
+    vs_champion: str = ""
 
 
 def list_model_versions(uri: str, name: str = DEFAULT_MODEL_NAME) -> list[ModelVersionInfo]:
@@ -187,6 +199,9 @@ def list_model_versions(uri: str, name: str = DEFAULT_MODEL_NAME) -> list[ModelV
                 trial=mv.tags.get(TAG_TRIAL, ""),
                 run_id=mv.run_id or "",
                 metrics=metrics,
+                val_fingerprint=mv.tags.get(TAG_VAL, ""),
+                seed=mv.tags.get(TAG_SEED, ""),
+                vs_champion=mv.tags.get("semtune.vs_champion", ""),
             )
         )
     return out

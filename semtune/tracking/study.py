@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from semtune.tracking.provenance import data_fingerprint, data_folders, git_commit
-from semtune.tracking.registration import RegistrationResult, register_version
+from semtune.tracking.registration import PairedCheck, RegistrationResult, register_version
 from semtune.tracking.store import (
     CHAMPION,
     DEFAULT_MODEL_NAME,
@@ -389,6 +389,7 @@ class StudyTracker:
         objective: str | None = None,
         mode: str | None = None,
         alias: str = CHAMPION,
+        paired: PairedCheck | None = None,
     ) -> RegistrationResult:
         """Register the best trial's generator; move ``alias`` to it only if it is better.
 
@@ -407,6 +408,9 @@ class StudyTracker:
             objective: metric deciding the alias (default: the study's first objective).
             mode: ``max`` or ``min`` (default: the study's).
             alias: the alias to move.
+            paired: scores this generator and the alias's holder on the same images; then the
+                alias moves only if the paired difference's 95% interval lies above 0
+                (``semtune.tracking.registration``).
 
         Returns:
             What happened; ``.message`` is meant to be printed.
@@ -431,4 +435,5 @@ class StudyTracker:
             objective=objective,
             mode=mode,
             alias=alias,
+            paired=paired,
         )

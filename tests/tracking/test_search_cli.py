@@ -157,3 +157,27 @@ def test_the_best_trial_is_chosen_at_an_equal_budget(search_run: dict[str, Any])
     assert best["trial_id"] == max(at, key=lambda t: at[t])
     assert best["step"] == budget["step"]
     assert best["metrics"]["ssim"] == pytest.approx(at[best["trial_id"]])
+
+
+def test_the_champion_is_re_scored_beside_a_candidate_on_the_same_images(
+    search_run: dict[str, Any],
+) -> None:
+    """What the registry calls before moving the alias (issue 12): both models restore the
+    candidate's validation images; the same model against itself differs by exactly 0."""
+    from semtune.search import _paired_check
+    from semtune.train.state import load_generator_file
+
+    out, uri = search_run["out"], search_run["uri"]
+    same = _paired_check(out / "best_generator.pt", "ssim", uri)("models:/search-cli-model/1")
+    assert same.metric == "ssim" and same.images == 4  # the tiny split holds out 4 images
+    assert same.mean == 0 and same.ci_low == 0 and same.ci_high == 0
+    best = json.loads((out / "best_trial.json").read_text())["trial_id"]
+    other = next(
+        p
+        for p in sorted((out / "tune").glob("trial_*/checkpoint_*/generator.pt"))
+        if best not in str(p)
+        and load_generator_file(p).config.loss.gamma
+        != load_generator_file(out / "best_generator.pt").config.loss.gamma
+    )
+    diff = _paired_check(other, "ssim", uri)("models:/search-cli-model/1")
+    assert diff.mean != 0 and diff.ci_low <= diff.mean <= diff.ci_high

@@ -318,6 +318,46 @@ def test_champion_is_compared_only_with_models_scored_on_the_same_validation_dat
     assert register(0.5, same).promoted  # same validation data, better: moves
 
 
+def test_the_champion_moves_only_when_the_paired_interval_lies_above_zero(study: Study) -> None:
+    """Re-scored beside the champion on the same images, a candidate whose advantage is within
+    the interval does not take the alias, even with a better recorded number; one whose
+    interval lies above 0 does (issue 12)."""
+    from semtune.tracking.registration import PairedDifference
+
+    t = study.best_trial
+    cfg = t.config.to_dict()
+    asked: list[str] = []
+
+    def register(score: float, diff: PairedDifference | None) -> RegistrationResult:
+        def paired(holder: str) -> PairedDifference | None:
+            asked.append(holder)
+            return diff
+
+        return study.tracker.register_best(
+            t.run_dir / "generator.pt",
+            {"score": score},
+            t.trial_id,
+            cfg,
+            model_name="paired",
+            paired=paired,
+        )
+
+    assert register(0.1, None).promoted and asked == []  # no champion: nothing to compare
+    within = register(0.9, PairedDifference("score", 0.8, -0.1, 1.7, 4))
+    assert asked == ["models:/paired/1"]
+    assert not within.promoted and "stays on version 1" in within.message
+    assert "score +0.8000 (95% CI -0.1000..+1.7000, 4 images)" in within.message
+    assert "the interval includes 0" in within.message
+    client = study.tracker.client
+    tag = client.get_model_version("paired", within.version).tags["semtune.vs_champion"]
+    assert tag.startswith("version 1: score +0.8000")
+    above = register(0.2, PairedDifference("score", 0.1, 0.02, 0.18, 4))
+    assert above.promoted and "moved to it" in above.message
+    assert client.get_model_version_by_alias("paired", "champion").version == above.version
+    # a champion that cannot be re-scored: the recorded values decide, as before
+    assert not register(0.15, None).promoted
+
+
 def test_two_studies_registering_at_once_leave_the_better_model_champion(
     client: MlflowClient, study: Study, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -530,12 +570,18 @@ def test_models_list_shows_versions_metrics_and_aliases(
     lines = out.splitlines()
     header = lines[1].split()
     assert header[:3] == ["version", "aliases", "score"]
-    rows = {ln.split()[0]: ln.split() for ln in lines[3:]}
+    table = lines[3 : lines.index("") if "" in lines else None]
+    rows = {ln.split()[0]: ln.split() for ln in table if ln.strip() and not ln.startswith("(")}
     assert set(rows) == {"1", "2", "3"}
     assert rows["3"][1] == "champion" and rows["1"][1] == "-" and rows["2"][1] == "-"
+    val = MlflowClient(study.uri).get_model_version(DEFAULT_MODEL_NAME, "1").tags
     for tid, res in study.registrations:
         assert rows[res.version][2] == f"{res.value:.4f}"
         assert tid in rows[res.version]
+        # what the scores were measured on, and the training seed
+        assert val["semtune.val_fingerprint"][:8] in rows[res.version]
+        assert val["semtune.seed"] == "0" and "0" in rows[res.version]
+    assert "val data: the fingerprint" in out
 
 
 def test_models_promote_moves_the_alias(study: Study, capsys: pytest.CaptureFixture[str]) -> None:

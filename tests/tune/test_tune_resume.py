@@ -177,3 +177,104 @@ def test_a_study_killed_with_sigkill_resumes_without_repeating_finished_trials(
     by_id = {t.user_attrs["tune_trial_id"]: t.value for t in complete}
     for _, row in table.iterrows():
         assert by_id[row["trial_id"]] == pytest.approx(row["ssim"])
+
+
+def test_a_study_killed_during_its_confirmation_resumes_it(
+    tmp_path: Path, sample_train_dir: Path, sample_test_dir: Path
+) -> None:
+    """The search is complete; of the confirmation's two trials (one configuration, two
+    seeds, one at a time) one has finished and one is half done when the driver is killed:
+    --resume does not train the search or the finished one again, continues the other from its
+    checkpoint, and says the verdict."""
+    space = tmp_path / "confirm-resume.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "study": "confirm-resume",
+                "base": {
+                    "config": "tiny",
+                    "overrides": {
+                        "data.clean_dir": str(sample_train_dir),
+                        "schedule.steps": STEPS,
+                        "schedule.eval_every": EVAL_EVERY,
+                        "schedule.log_every": EVAL_EVERY,
+                    },
+                },
+                "space": {"loss.gamma": {"distribution": "uniform", "low": 0.0, "high": 20.0}},
+                "objective": {"metric": "ssim", "mode": "max"},
+                "sampler": {"name": "random", "seed": 0},
+                "scheduler": "none",
+                "trials": 1,
+                "concurrency": 1,
+                "resources": {"cpu": 1},
+                "confirm": {
+                    "top_k": 1,
+                    "seeds": 2,
+                    "control": "none",
+                    "data": str(sample_test_dir),
+                    "crops": 12,
+                },
+            },
+            sort_keys=False,
+        )
+    )
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "semtune.search", "--space", str(space), "--out", str(out)]
+    cmd += ["--no-tracking"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    env.pop("SEMTUNE_FAULT_INJECT_CRASH_ONCE", None)
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    family: set[int] = set()
+
+    def confirm_trials() -> dict[str, list[dict[str, float]]]:
+        return {d.name: _rows(d) for d in (out / "tune_confirm").glob("trial_*")}
+
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            family |= _descendants(driver.pid)
+            trials = confirm_trials()
+            done = [n for n, rows in trials.items() if rows and rows[-1]["step"] == STEPS]
+            running = [n for n, rows in trials.items() if n not in done and len(rows) >= 2]
+            if done and running:
+                break
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()
+            time.sleep(0.5)
+        else:
+            pytest.fail("the confirmation did not reach a finished and a running trial in time")
+        time.sleep(1)
+        family |= _descendants(driver.pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        time.sleep(2)
+        _kill({p for p in family if Path(f"/proc/{p}").exists()})
+        log.close()
+    assert not (out / "confirmation.csv").exists()
+    search_rows = {d.name: len(_rows(d)) for d in (out / "tune").glob("trial_*")}
+    before = {n: len(rows) for n, rows in confirm_trials().items()}
+
+    resumed = subprocess.run(
+        [*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "verdict: " in resumed.stdout
+    summary = pd.read_csv(out / "confirmation.csv")
+    assert summary["seeds"].tolist() == [2]
+    # the search was not trained again, nor the finished confirmation trial
+    assert {d.name: len(_rows(d)) for d in (out / "tune").glob("trial_*")} == search_rows
+    after = confirm_trials()
+    assert set(after) == set(before)
+    for name, rows in after.items():
+        if before[name] and _rows_done(rows[: before[name]]):
+            assert len(rows) == before[name], f"finished confirmation trial {name} ran again"
+        else:  # the interrupted one: continued from a checkpoint, not from step 0
+            later = rows[before[name] :]
+            assert later and later[0]["resumed_from"] >= EVAL_EVERY and later[-1]["step"] == STEPS
+
+
+def _rows_done(rows: list[dict[str, float]]) -> bool:
+    return bool(rows) and rows[-1]["step"] == STEPS

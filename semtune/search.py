@@ -259,7 +259,14 @@ def _finish_tracking(tracker: Any, result: Any, spec: Any, args: argparse.Namesp
         status="finished" if result.complete else "killed",
         close_open_trials=result.complete,
     )
-    if result.complete and result.best_generator is not None and info:
+    before = tracker.registered() if result.complete else None
+    if before is not None and before[2] == str(info.get("trial_id")):
+        name, version, trial = before
+        print(
+            f"the study's best (trial {trial}) was registered before, as {name} version "
+            f"{version}; not registered again"
+        )
+    elif result.complete and result.best_generator is not None and info:
         exported = torch.load(result.best_generator, map_location="cpu", weights_only=True)
         # the metrics of exactly the registered weights (the trial's best evaluation), which
         # can differ from its last evaluation in the results table

@@ -32,6 +32,7 @@ from semtune.tracking.tags import (
     TAG_EDGE,
     TAG_OBJECTIVE,
     TAG_PRESET,
+    TAG_REGISTERED,
     TAG_SEED,
     TAG_STUDY,
     TAG_TRIAL,
@@ -274,7 +275,7 @@ def register_version(
                 f"registered {model_name} version {version}; alias {alias!r} stays on version "
                 f"{holder}: {why}"
             )
-        client.set_tag(parent_run_id, "semtune.registered_version", f"{model_name}/{version}")
+        client.set_tag(parent_run_id, TAG_REGISTERED, f"{model_name}/{version}")
         log.info(message)
         return RegistrationResult(
             name=model_name,

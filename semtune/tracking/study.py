@@ -39,11 +39,13 @@ from semtune.tracking.tags import (
     TAG_MODE,
     TAG_OBJECTIVE,
     TAG_PRESET,
+    TAG_REGISTERED,
     TAG_ROLE,
     TAG_SAMPLER,
     TAG_STATUS,
     TAG_STUDY,
     TAG_STUDY_KEY,
+    TAG_TRIAL,
     TrialStatus,
     as_text,
 )
@@ -377,6 +379,20 @@ class StudyTracker:
         )
         for run in runs:
             set_status(self.client, run.info.run_id, "stopped_early", None)
+
+    def registered(self) -> tuple[str, str, str] | None:
+        """``(model name, version, trial)`` this study registered before, if it did: a resumed
+        study that had finished registers nothing twice."""
+        _, run_id = self._require_started()
+        tag = self.client.get_run(run_id).data.tags.get(TAG_REGISTERED)
+        if not tag or "/" not in tag:
+            return None
+        name, version = tag.rsplit("/", 1)
+        try:
+            mv = self.client.get_model_version(name, version)
+        except MlflowException:
+            return None
+        return name, version, mv.tags.get(TAG_TRIAL, "")
 
     def register_best(
         self,

@@ -17,6 +17,7 @@ __all__ = [
     "PARAM_TAG_PREFIX",
     "RUN_STATUS",
     "TAGGED_METRICS",
+    "TAG_REGISTERED",
     "TAG_SEED",
     "TAG_STUDY",
     "TAG_STUDY_KEY",
@@ -58,6 +59,7 @@ TAG_IMAGES_LOST = "semtune.images_not_uploaded"
 TAG_MODE = "semtune.mode"
 TAG_BEST_TRIAL = "semtune.best_trial"
 TAG_CONFIG = "semtune.config"
+TAG_REGISTERED = "semtune.registered_version"  # on a study run: <model>/<version>
 TAG_SEED = "semtune.seed"  # the trainer's runtime.seed
 METRIC_TAG_PREFIX = "metric."
 PARAM_TAG_PREFIX = "param."

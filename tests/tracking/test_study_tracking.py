@@ -648,3 +648,12 @@ def test_enhance_restores_a_16bit_tiff_through_the_champion_uri(
     x = torch.from_numpy(img16.astype(np.float32) / 65535)[None, None]
     ref = enhance_image(g, x)[0, 0].numpy() * 65535
     assert np.abs(restored.astype(np.float64) - ref).max() <= 1.0
+
+
+def test_a_study_knows_what_it_registered_so_a_resume_does_not_register_it_twice(
+    study: Study,
+) -> None:
+    """semtune.search --resume of a finished study asks this before registering its best."""
+    name, version, trial = study.tracker.registered()
+    last_trial, last = study.registrations[-1]
+    assert (name, version, trial) == (last.name, last.version, last_trial)

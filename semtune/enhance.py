@@ -4,6 +4,9 @@ Frames are restored in overlapping tiles of the network's own training size, ble
 (``semtune.inference``); the microscope's data bar is pasted back unchanged (or left cropped with
 ``--crop-bar``); the output has the input's bit depth, format and metadata (JPEG becomes PNG
 unless ``--jpeg-quality`` is given), and ``--report`` says what the restoration did.
+
+Size: longer than ~400 lines because of the CLI's checks and messages (never overwriting,
+mirrored folders, the report) around the tiled inference of semtune.inference.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ NFFA bars carry a coloured logo on otherwise gray images.
 The data bar: :func:`read_image` crops the bottom rows that ``semtune.databar.detect_data_bar``
 finds (the microscope's information band, and the strip under it) unless ``crop_bar=False``, and
 keeps them in :attr:`SEMImage.bar` so that they can be pasted back.
+
+Size: longer than ~400 lines because of reading (six sample-type rules, pixel limits before
+decoding) and writing with the microscope's metadata; data-bar detection is in semtune.databar.
 """
 
 from __future__ import annotations

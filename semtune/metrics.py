@@ -61,6 +61,10 @@ so that oneDNN runs them with 8-wide vector kernels (a one-channel ``conv2d`` wi
 The four blurred planes are ``x``, ``y``, ``x**2 + y**2`` (only the sum of the two variances
 enters SSIM) and ``x * y``, blurred together. Without autograd, the temporaries of each chunk
 live in one scratch buffer reused across chunks (``out=`` / in-place calls).
+
+Size: longer than ~400 lines because of about 250 of its lines are the fast path (chunked,
+scratch-buffered SSIM and the one-pass ``all_metrics``, measured in bench/bench_metrics.py); the
+public functions come last.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ restored; the PSNR of the restoration against the crop, minus that of the degrad
 gain the model brings to this content. A model that loses there is a poor fit for the images:
 it was trained on other content (docs/restoration.md: the NFFA-trained preset on another
 instrument's images).
+
+Size: longer than ~400 lines because of one report: its measures, flags, contact sheets and HTML
+page.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ study needs and ``ray job submit`` leaves to the user:
   succeeded.
 
 Everything after ``--`` goes to ``python -m semtune.search`` unchanged. See docs/cluster.md.
+
+Size: longer than ~400 lines because of the CLI, and the job planning it cannot do without: what
+is uploaded (and the secrets that never are), the cluster's address and the job's entrypoint.
 """
 
 from __future__ import annotations

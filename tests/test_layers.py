@@ -35,3 +35,17 @@ def test_every_module_of_semtune_has_a_layer() -> None:
         f"not in a layer: {sorted(modules - placed)}; in a layer but gone: "
         f"{sorted(placed - modules)}"
     )
+
+
+def test_a_long_module_says_why_it_is_long() -> None:
+    """Issue 13: no module over ~400 lines without a reason written at its top."""
+    import ast
+
+    unexplained = []
+    for f in sorted((ROOT / "semtune").rglob("*.py")):
+        text = f.read_text()
+        if len(text.splitlines()) > 420 and "Size:" not in (
+            ast.get_docstring(ast.parse(text)) or ""
+        ):
+            unexplained.append(str(f.relative_to(ROOT)))
+    assert not unexplained, f"over 420 lines with no 'Size:' reason in the docstring: {unexplained}"

@@ -24,6 +24,9 @@ Conventions (see docs/synthetic_sets.md for the calibration):
   ``(seed, index_offset + i)``. An image's degradation therefore does not depend on the other
   images in the batch, and a set can be made in chunks: ``degrade(x[a:b], s, seed=k,
   index_offset=a)`` equals rows ``a:b`` of ``degrade(x, s, seed=k)``.
+
+Size: longer than ~400 lines because of the three kernels (Gaussian, motion, defocus), fog and
+the sets built from them share the seeded random streams that make a set reproducible.
 """
 
 from __future__ import annotations

@@ -52,6 +52,9 @@ borders). Output modes:
 
 To add a generator (e.g. a degradation-side model): write an ``nn.Module`` mapping (B, 1, H, W)
 in [0, 1] to the same, import it here and add one line to ``GENERATORS``.
+
+Size: longer than ~400 lines because of the U-Net with its blocks, output modes and the noise-
+conditioned norm.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ search calls ``check_server`` first), opens the study's parent run, hands a smal
 context to every trial (``semtune.tracking.trial``), logs the study's results at the end, and
 registers the best generator (``semtune.tracking.registry``), moving the ``champion`` alias only
 to a better model scored on the same data.
+
+Size: longer than ~400 lines because of ``StudyTracker`` alone, more than half of it docstrings.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Writes into ``out_dir``: ``last.pt`` (full state, at every evaluation and at the
 ``best.pt`` (the state with the best validation score so far), ``generator.pt`` (G alone, from
 the best state: what ``semtune.evaluate`` and ``semtune.enhance`` take) and ``metrics.csv``
 (one row per evaluation).
+
+Size: longer than ~400 lines because of the loop with its evaluation, logs and export; the
+training step is semtune.train.step.
 """
 
 from __future__ import annotations

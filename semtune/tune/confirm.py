@@ -17,6 +17,9 @@ these runs:
 
 Files: ``confirmation_scores.csv`` (configuration x seed x image), ``confirmation.csv`` (one row
 per configuration), ``confirmation.json`` (the verdict), ``confirmation.png``.
+
+Size: longer than ~400 lines because of the stage's candidates, data check, scoring and verdict,
+which change together.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ The study folder (``out``) holds everything:
   Tune state in ``tune_confirm/``, ``confirmation*.csv``, ``confirmation.json`` and
   ``confirmation.png``; ``best_generator.pt`` and ``best_trial.json`` then name the confirmed
   winner.
+
+Size: longer than ~400 lines because of ``run_study`` and the Tune experiments of the search and
+the confirmation.
 """
 
 from __future__ import annotations

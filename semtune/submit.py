@@ -222,7 +222,10 @@ def _set_overrides(search_args: Sequence[str]) -> list[str]:
 
 def _ignored(working_dir: Path, excludes: Sequence[str]) -> Any:
     """A matcher for what Ray leaves out of the upload (its defaults, ignore files, excludes)."""
-    # the matcher Ray's own packaging uses, so that both agree on every pattern
+    # the matcher Ray's own packaging uses, so that both agree on every pattern. Ray has no
+    # public API for "what would the runtime env upload" (checked against Ray 2.60); the
+    # vendored pathspec is what its packaging calls, and tests/cluster/test_submit.py checks
+    # the two agree on this repository.
     from ray._private.thirdparty.pathspec import PathSpec
 
     defaults = os.environ.get(

@@ -241,7 +241,7 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
             _coerce(a, v, source, f"{path}[{i}]")
             for i, (a, v) in enumerate(zip(args, value, strict=True))
         )
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, source, path)
     if tp is bool:
         if not isinstance(value, bool):

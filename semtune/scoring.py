@@ -66,7 +66,7 @@ def load_scoring_data(
     degrade: DegradeConfig | None = None,
 ) -> ScoringData:
     """Read the folders, crop the data bars, cut ``n_crops`` crops and degrade them per set."""
-    images = []
+    images: list[torch.Tensor] = []
     files: list[str] = []
     skipped: list[tuple[Path, str]] = []
     for folder in folders:

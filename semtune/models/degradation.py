@@ -38,6 +38,8 @@ class PhysicsDegradation(nn.Module):
         init_transmission: the starting ``t`` in (0, 1]; 1 means no contrast loss.
     """
 
+    noise_quantiles: Tensor  # a buffer (typed for mypy: nn.Module's attributes are not)
+
     def __init__(
         self, kernel_size: int = 15, init_sigma: float = 2.0, init_transmission: float = 0.98
     ) -> None:

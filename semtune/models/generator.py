@@ -205,6 +205,8 @@ class MultiScaleUNet(nn.Module):
             ``2**num_down``, an unknown ``output``, or sigmoid/tanh with ``residual=True``.
     """
 
+    lowpass: Tensor  # a buffer, when highpass_sigma > 0
+
     def __init__(
         self,
         width: float = 1.0,

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -256,6 +257,16 @@ class TrialTracker:
         self, step: int, metrics: dict[str, float], checkpoint: Path, samples: Tensor
     ) -> None:
         """Validation metrics at ``step`` and the image grid ``images/step_<step>.png``."""
+        from semtune.grids import labelled_grid  # torch: imported where samples exist
+
+        grid = labelled_grid(samples, title=f"trial {self.trial_id}, step {int(step)}")
+        self.evaluate_grid(step, metrics, checkpoint, grid)
+
+    def evaluate_grid(
+        self, step: int, metrics: dict[str, float], checkpoint: Path, grid: np.ndarray
+    ) -> None:
+        """``evaluate`` with the picture already drawn (``semtune.grids.labelled_grid``): what
+        a stand-in trainer without torch reports (bench/bench_scale.py)."""
         # the trainer copies the latest losses into the metrics; they are already logged at
         # this step if log() ran, and a (key, step) pair is written once
         skip = {"step"} | (
@@ -264,10 +275,7 @@ class TrialTracker:
         self._queue(metrics, step, skip)
         self._last_step = max(self._last_step, step)
         self.flush()
-        from semtune.grids import labelled_grid  # torch: imported where samples exist
-
-        title = f"trial {self.trial_id}, step {int(step)}"
-        self._pending_images.append((int(step), labelled_grid(samples, title=title)))
+        self._pending_images.append((int(step), grid))
         self._flush_images()
         scores = Path(checkpoint).parent / "val_scores.csv"  # semtune.train.loop.VAL_SCORES_FILE
         if scores.is_file():

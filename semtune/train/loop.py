@@ -309,7 +309,7 @@ def train(
     )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for m in state.modules().values():
-        m.to(memory_format=memory_format)
+        m.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs lack it
         m.train()
 
     data = data or build_training_data(cfg.data)

@@ -12,7 +12,7 @@ import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -141,7 +141,7 @@ def _cpu_state(m: nn.Module) -> dict[str, Tensor]:
 
 
 def _numpy_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    _, keys, pos, _, _ = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)}
 
 
@@ -229,7 +229,8 @@ def load_checkpoint(path: str | Path, device: torch.device) -> TrainState:
     state.generator.set_state(ckpt["rng"]["sampler"])
     torch.set_rng_state(ckpt["rng"]["torch"])
     np_state = ckpt["rng"]["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"]))
+    keys = np_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(np_state["pos"]), 0, 0.0))
     random.setstate((3, tuple(ckpt["rng"]["python"]), None))
     state.step = int(ckpt["step"])
     state.best = dict(ckpt.get("best", {}))

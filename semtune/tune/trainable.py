@@ -153,8 +153,8 @@ class _TuneReporter:
             state = {"step": step, "finished": finished, "resumed_from": self.resumed_from}
             write_text_atomically(snapshot / TRIAL_STATE_FILE, json.dumps(state))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(snapshot))
-        marker = self.crash_once_marker
-        disk_full = bool(marker) and marker.startswith("enospc:")
+        marker = self.crash_once_marker or ""
+        disk_full = marker.startswith("enospc:")
         if disk_full:
             marker = marker.removeprefix("enospc:")
         if marker and not finished and not os.path.exists(marker):

@@ -149,6 +149,7 @@ def stand_in(config: dict[str, Any], *, context: dict[str, Any], opts: dict[str,
                 tracker.evaluate_grid(step, metrics, folder / "generator.pt", grid)
                 writes.append(time.perf_counter() - t0)
                 metrics.update(writes_ms=json.dumps([round(w * 1000, 1) for w in writes]))
+                metrics.update(rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
                 writes.clear()
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
                 shutil.rmtree(work / f"step_{step - opts['eval_every']}", ignore_errors=True)
@@ -211,7 +212,7 @@ def run(n: int, url: str, folder: Path, opts: dict[str, Any]) -> dict[str, Any]:
             ),
         )
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-        t0 = time.monotonic()
+        t0, t_start = time.monotonic(), time.time()
         results = tuner.fit()
         wall = time.monotonic() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -225,7 +226,7 @@ def run(n: int, url: str, folder: Path, opts: dict[str, Any]) -> dict[str, Any]:
     writes: list[float] = []
     for r in results:
         df = r.metrics_dataframe
-        if df is None or df.empty:
+        if df is None or df.empty or "step" not in df:
             continue
         trial_id = str(df["trial_id"].iloc[-1])
         n_evals = len(df)
@@ -240,18 +241,30 @@ def run(n: int, url: str, folder: Path, opts: dict[str, Any]) -> dict[str, Any]:
         got = len(client.get_metric_history(run_id, "loss_g")) if run_id else 0
         lost_losses += max(0, want - got)
     trials_run = len(results)
-    # back to back, the trials' own sleeps: what the study would take with a free driver
-    stopped_steps = sum(
-        int(r.metrics_dataframe["step"].max()) for r in results if r.metrics_dataframe is not None
-    )
-    ideal = stopped_steps * opts["step_seconds"] / n
+    frames = [
+        r.metrics_dataframe
+        for r in results
+        if r.metrics_dataframe is not None and "step" in r.metrics_dataframe
+    ]
+    failed = sum(r.error is not None for r in results)
+    # every trial starts at once (concurrency = trials): a free driver takes the longest one
+    ideal = max(int(df["step"].max()) for df in frames) * opts["step_seconds"]
+    stamps = sorted(float(t) for df in frames for t in df["timestamp"])
+    span = stamps[-1] - stamps[0] if len(stamps) > 1 else math.nan
+    rss = [float(df["rss_mb"].max()) for df in frames]
     writes.sort()
     return {
         "trials": trials_run,
+        "failed": failed,
         "wall_s": wall,
         "ideal_s": ideal,
         "results": reported,
         "results_per_s": reported / wall,
+        # between the first and the last result: the rate once the trials run (start-up
+        # of the workers, ~5 s of CPU each, is outside it)
+        "sustained_per_s": (len(stamps) - 1) / span if span and span > 0 else math.nan,
+        "first_result_s": stamps[0] - t_start if stamps else math.nan,
+        "worker_rss_mb": statistics.median(rss) if rss else math.nan,
         "driver_cpu_ms_per_result": 1000 * driver_cpu / max(reported, 1),
         "write_ms_p50": statistics.median(writes) if writes else math.nan,
         "write_ms_p95": writes[int(0.95 * (len(writes) - 1))] if writes else math.nan,
@@ -291,12 +304,15 @@ def main() -> int:
         for n in args.trials:
             r = run(n, url, folder, opts)
             print(
-                f"{n:4d} concurrent: {r['trials']} trials, {r['wall_s']:.0f} s (ideal "
+                f"{n:4d} concurrent: {r['trials']} trials ({r['failed']} failed), "
+                f"{r['wall_s']:.0f} s (ideal "
                 f"{r['ideal_s']:.0f} s, x{r['wall_s'] / r['ideal_s']:.2f}), {r['results']} "
-                f"evaluations, {r['results_per_s']:.2f} results/s, driver "
+                f"evaluations, {r['results_per_s']:.2f} results/s ({r['sustained_per_s']:.2f} "
+                f"between the first and last, the first at {r['first_result_s']:.0f} s), driver "
                 f"{r['driver_cpu_ms_per_result']:.0f} ms CPU per result, MLflow writes "
                 f"p50 {r['write_ms_p50']:.0f} ms p95 {r['write_ms_p95']:.0f} ms, lost points: "
-                f"{r['lost_eval_points']} evaluations, {r['lost_loss_points']} losses; load "
+                f"{r['lost_eval_points']} evaluations, {r['lost_loss_points']} losses; worker "
+                f"peak RSS {r['worker_rss_mb']:.0f} MB; load "
                 f"{os.getloadavg()[0]:.1f}",
                 flush=True,
             )

@@ -1,5 +1,6 @@
 """Where a study logs: tracking URIs, the server check before anything starts, and an
-``MlflowClient`` that waits out a busy sqlite store.
+``MlflowClient`` that waits out a busy store (a locked sqlite file, a server out of database
+connections).
 
 Everything else in ``semtune.tracking`` talks to MLflow through ``open_client`` (no global
 state), except the model APIs that read MLflow's global URI, which run inside
@@ -47,6 +48,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("semtune.tracking")
+
+# Against a tracking server MLflow prints two "View run ... / View experiment ..." lines each
+# time a run ends: with a hundred trials that buries the study's own table and summary, which
+# print the one link that matters (the runs table). A user's own setting wins.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 DEFAULT_MODEL_NAME = "semtune-generator"
 CHAMPION = "champion"
@@ -240,10 +246,18 @@ def use_tracking_uri(uri: str) -> Iterator[None]:
 
 
 # A sqlite store is one file that every trial process writes: a writer waits up to sqlite's
-# busy timeout (5 s), then MLflow raises "database is locked". Such calls are retried with
-# jittered backoff for up to this long (the write did not happen, so a retry is safe).
+# busy timeout (5 s), then MLflow raises "database is locked". A tracking server runs out of
+# database connections when many trials write at once (bench/bench_scale.py: at 64 concurrent
+# trials its SQLAlchemy pool, 5 + 10 overflow, timed out after 30 s and answered BAD_REQUEST,
+# which failed 11 trials). Such calls are retried with jittered backoff for up to this long
+# (the write did not happen, so a retry is safe).
 _LOCKED_WAIT_S = 120.0
-_LOCKED = ("database is locked", "database is busy", "database table is locked")
+_LOCKED = (
+    "database is locked",
+    "database is busy",
+    "database table is locked",
+    "queuepool limit",  # the server's connection pool: "QueuePool limit of size 5 overflow 10"
+)
 
 
 def _is_locked(exc: BaseException) -> bool:

@@ -53,6 +53,7 @@ __all__ = [
 log = logging.getLogger("semtune.tracking")
 
 LOG_BATCH_METRICS = 1000  # MLflow's limit per log_batch request
+LOSS_FLUSH_S = 10.0  # training losses are sent at most this often (see TrialTracker.log)
 
 
 def find_child_run(client: MlflowClient, experiment_id: str, parent: str, trial_id: str) -> Any:
@@ -161,6 +162,7 @@ class TrialTracker:
         self._pending_images: list[tuple[int, Any]] = []  # (step, grid) not yet uploaded
         self._loss_step = -1
         self._last_step = 0
+        self._last_flush = -float("inf")
         self._generator: Path | None = None
 
     def __enter__(self) -> TrialTracker:
@@ -244,14 +246,21 @@ class TrialTracker:
                 )
                 return False
             del self._pending[: len(batch)]
+        self._last_flush = time.monotonic()
         return True
 
     def log(self, step: int, losses: dict[str, float]) -> None:
-        """Training losses at ``step`` (the trainer calls this every ``log_every`` steps)."""
+        """Training losses at ``step`` (the trainer calls this every ``log_every`` steps).
+
+        Sent at most every ``LOSS_FLUSH_S`` seconds, and always with the next evaluation, so
+        that nothing is queued when the trial reports to Tune (where the scheduler may stop it):
+        a hundred trials writing every few steps saturated the tracking server
+        (bench/bench_scale.py)."""
         self._queue(losses, step)
         self._loss_step = step
         self._last_step = max(self._last_step, step)
-        self.flush()
+        if time.monotonic() - self._last_flush >= LOSS_FLUSH_S:
+            self.flush()
 
     def evaluate(
         self, step: int, metrics: dict[str, float], checkpoint: Path, samples: Tensor

@@ -654,6 +654,12 @@ def test_a_study_knows_what_it_registered_so_a_resume_does_not_register_it_twice
     study: Study,
 ) -> None:
     """semtune.search --resume of a finished study asks this before registering its best."""
-    name, version, trial = study.tracker.registered()
-    last_trial, last = study.registrations[-1]
-    assert (name, version, trial) == (last.name, last.version, last_trial)
+    t = study.best_trial
+    reg = study.tracker.register_best(
+        t.run_dir / "generator.pt",
+        {"score": 0.0},
+        t.trial_id,
+        t.config.to_dict(),
+        model_name="once",
+    )
+    assert study.tracker.registered() == ("once", reg.version, t.trial_id)

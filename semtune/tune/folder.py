@@ -22,7 +22,7 @@ from ray import tune
 
 from semtune.atomic import write_text_atomically
 from semtune.config import to_dict
-from semtune.train.config import TrainConfig
+from semtune.train.config import TrainConfig, migrate_key
 from semtune.tune.confirm import (
     CONFIRM_DIR,
     ConfirmationError,
@@ -124,6 +124,23 @@ def ray_address(address: str | None) -> str:
     return "local"
 
 
+def _as_today(saved: dict[str, Any]) -> dict[str, Any]:
+    """A spec recorded by an earlier semtune, as today's code records the same file: trainer
+    keys renamed since (``semtune.train.config.RENAMED``), keys it did not know at their
+    defaults (``confirm``, before the confirmation stage)."""
+    was = {k: v for k, v in saved.items() if k != "source"}
+    pairs = []
+    for key, value in was.get("base_overrides", []):
+        if (new := migrate_key(key, value, strict=False)) is not None:
+            pairs.append([new[0], new[1]])
+    was["base_overrides"] = pairs
+    defaults = spec_to_dict(StudySpec(source="", study="defaults"))
+    for key, value in defaults.items():
+        if key != "source":
+            was.setdefault(key, value)
+    return was
+
+
 def _compare(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
 
@@ -156,7 +173,7 @@ def prepare_folder(
         file_spec = load_space(spec.source, saved["cli_overrides"])
         file_spec = dataclasses.replace(file_spec, trials=saved["spec"]["trials"])
         now = {k: v for k, v in spec_to_dict(file_spec).items() if k != "source"}
-        was = {k: v for k, v in saved["spec"].items() if k != "source"}
+        was = _as_today(saved["spec"])
         diff = _compare(was, now)
         if diff:
             raise StudyError(

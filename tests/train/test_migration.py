@@ -102,3 +102,22 @@ def test_a_removed_option_set_to_another_behaviour_is_refused_naming_it() -> Non
     old_with = {**OLD["cpu_preset"], "loss": {**OLD["cpu_preset"]["loss"], "clean_share": 0.25}}
     with pytest.warns(UserWarning, match="loss.clean_share=0.25"):
         assert migrate(old_with, source="old.pt", strict=False) == old
+
+
+def test_a_study_folder_of_the_old_code_resumes_with_the_same_file(
+    tmp_path: Path, sample_train_dir: Path
+) -> None:
+    """study.json of a study started before (old key names in base.overrides, no confirm:)
+    matches the same file read today, so --resume does not refuse it as changed."""
+    from semtune.tune.folder import _as_today, _compare
+    from semtune.tune.space import load_space, spec_to_dict
+
+    text = OLD["study_file"].replace("/work/main/data/sample/train", str(sample_train_dir))
+    (tmp_path / "old.yaml").write_text(text)
+    now = {k: v for k, v in spec_to_dict(load_space(tmp_path / "old.yaml")).items()}
+    now.pop("source")
+    saved = json.loads(
+        json.dumps(OLD["study_spec"]).replace("/work/main/data/sample/train", str(sample_train_dir))
+    )
+    assert _compare(_as_today(saved), now) == []
+    assert ["f.noise", False] in now["base_overrides"]

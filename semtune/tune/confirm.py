@@ -356,7 +356,8 @@ def summarise_confirmation(
         "by a two-way bootstrap over seeds and images",
     }
     write_text_atomically(out / "confirmation.json", json.dumps(record, indent=2, default=str))
-    _plot(summary, metric, out / "confirmation.png")
+    reference = int(control) if control is not None else winner
+    _plot(summary, scores, cands, reference, metric, out / "confirmation.png")
     printer(f"\nconfirmation ({out / 'confirmation.csv'}):")
     shown = ["label", "role", "seeds", "images", metric, gain, f"{gain}_ci_low", f"{gain}_ci_high"]
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -419,16 +420,33 @@ def _generator_of(results: Any, trial_id: str) -> Path | None:
     return None
 
 
-def _plot(summary: pd.DataFrame, metric: str, path: Path) -> None:
-    fig = Figure(figsize=(6.4, 0.6 + 0.45 * len(summary)))
+def _plot(
+    summary: pd.DataFrame,
+    scores: pd.DataFrame,
+    cands: Sequence[Candidate],
+    reference: int,
+    metric: str,
+    path: Path,
+) -> None:
+    """Each configuration minus the reference (the control, else the winner), paired seed for
+    seed and image by image, with its 95% interval: the absolute scores' intervals are mostly
+    the images' own difficulty, common to all, and would hide the differences."""
+    rows = [int(c) for c in summary["candidate"] if int(c) != reference]
+    fig = Figure(figsize=(7.0, 1.2 + 0.45 * max(len(rows), 1)))
     ax = fig.add_subplot()
-    y = list(range(len(summary)))[::-1]
-    mean = summary[metric].to_numpy()
-    low = mean - summary[f"{metric}_ci_low"].to_numpy()
-    high = summary[f"{metric}_ci_high"].to_numpy() - mean
-    ax.errorbar(mean, y, xerr=[low, high], fmt="o", capsize=4, color="tab:blue")
-    ax.set_yticks(y, [f"{r.label} ({r.role})" for r in summary.itertuples()])
-    ax.set_xlabel(f"{metric}: mean over seeds and confirmation images, 95% CI")
+    ref = _frame(scores, reference, metric)
+    y = list(range(len(rows)))[::-1]
+    for yi, c in zip(y, rows, strict=True):
+        f = _frame(scores, c, metric)
+        seeds = f.index.intersection(ref.index)
+        d = torch.tensor((f.loc[seeds] - ref.loc[seeds]).to_numpy(), dtype=torch.float64)
+        low, high = seeds_images_ci(d)
+        mean = float(d.mean())
+        ax.errorbar([mean], [yi], xerr=[[mean - low], [high - mean]], fmt="o", capsize=4)
+    ax.axvline(0.0, color="0.4", lw=1)
+    ax.set_yticks(y, [f"{cands[c].label} ({cands[c].role})" for c in rows])
+    ax.set_title(f"{metric} minus {cands[reference].label} ({cands[reference].role})", fontsize=10)
+    ax.set_xlabel("paired difference: mean over seeds and images, 95% CI")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     write_atomically(path, lambda t: fig.savefig(t, format="png", dpi=120))

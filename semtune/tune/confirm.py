@@ -202,7 +202,6 @@ class Confirmation:
     verdict: str
     comparisons: list[dict[str, Any]]
     winner_trial: str
-    winner_generator: Path | None
 
 
 def _score_trials(
@@ -363,7 +362,6 @@ def summarise_confirmation(
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         printer(summary[list(dict.fromkeys(shown))].to_string(index=False, float_format=_num))
     printer(verdict)
-    generator = _generator_of(results, str(first["trial_id"]))
     return Confirmation(
         summary=summary,
         scores=scores,
@@ -371,7 +369,6 @@ def summarise_confirmation(
         verdict=verdict,
         comparisons=comparisons,
         winner_trial=str(first["trial_id"]),
-        winner_generator=generator,
     )
 
 
@@ -410,14 +407,6 @@ def _verdict(
 
 def _num(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 100 else f"{v:.2f}"
-
-
-def _generator_of(results: Any, trial_id: str) -> Path | None:
-    for r in results:
-        if str((r.metrics or {}).get("trial_id")) == trial_id and r.checkpoint is not None:
-            path = Path(r.checkpoint.path) / "generator.pt"
-            return path if path.is_file() else None
-    return None
 
 
 def _plot(

@@ -25,7 +25,14 @@ from semtune.tune.searcher import TUNE_TRIAL_ATTR
 from semtune.tune.space import StudySpec
 from semtune.uncertainty import CI_BOUNDS, gain_name
 
-__all__ = ["StudyResult", "record_winner", "results_frame", "slim_checkpoints", "summarise"]
+__all__ = [
+    "StudyResult",
+    "export_generator",
+    "record_winner",
+    "results_frame",
+    "slim_checkpoints",
+    "summarise",
+]
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ def _rank(scored: pd.DataFrame, spec: StudySpec) -> pd.DataFrame:
     return scored.loc[[idx]]
 
 
-def _export_generator(results: Any, trial_id: str, dest: Path) -> Path | None:
+def export_generator(results: Any, trial_id: str, dest: Path) -> Path | None:
     for r in results:
         rid = (r.metrics or {}).get("trial_id")
         if rid != trial_id or r.checkpoint is None:
@@ -205,7 +212,7 @@ def summarise(
             for m in metrics
             if f"{m}_ci_low" in top.index and pd.notna(top[f"{m}_ci_low"])
         }
-        best_generator = _export_generator(results, str(top["trial_id"]), out / "best_generator.pt")
+        best_generator = export_generator(results, str(top["trial_id"]), out / "best_generator.pt")
         info = {
             "trial_id": top["trial_id"],
             "number": int(top["number"]),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from semtune.tune.keys import POINT_KEY
 from semtune.tune.progress import ProgressTable
 from semtune.tune.results import (
     StudyResult,
+    export_generator,
     record_winner,
     results_frame,
     slim_checkpoints,
@@ -394,10 +394,9 @@ def _confirm(
     conf = summarise_confirmation(results, cands, base, spec, out, printer)
     if conf is None:
         return result
-    best_generator = result.best_generator
-    if conf.winner_generator is not None:
-        best_generator = out / "best_generator.pt"
-        shutil.copyfile(conf.winner_generator, best_generator)
+    # the winner's first seed (read through its checkpoint: local or s3:// storage alike)
+    exported = export_generator(results, conf.winner_trial, out / "best_generator.pt")
+    best_generator = exported or result.best_generator
     record_winner(out, conf, results, spec)
     printer(f"best generator (the confirmed winner, trial {conf.winner_trial}): {best_generator}")
     slim_checkpoints(results, printer, "the confirmation trials")

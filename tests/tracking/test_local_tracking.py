@@ -356,3 +356,31 @@ def test_start_script_passes_the_documented_settings_to_mlflow(
     ]  # fmt: skip
     assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in out.stdout
     assert "MLFLOW_DISABLE_TELEMETRY=true" in out.stdout
+
+
+def test_a_server_out_of_database_connections_is_waited_out_like_a_locked_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench/bench_scale.py: at 64 concurrent trials the server's connection pool ran out and
+    its BAD_REQUEST failed 11 trials; the write did not happen, so semtune retries it."""
+    from mlflow.exceptions import MlflowException
+
+    from semtune.tracking import store
+
+    monkeypatch.setattr(store.time, "sleep", lambda _: None)
+    calls: list[int] = []
+
+    def busy_then_ok() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise MlflowException(
+                "BAD_REQUEST: QueuePool limit of size 5 overflow 10 reached, connection timed "
+                "out, timeout 30.00"
+            )
+        return "written"
+
+    assert store.patiently(busy_then_ok, "log_batch") == "written" and len(calls) == 3
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):  # others: at once
+        store.patiently(
+            lambda: (_ for _ in ()).throw(MlflowException("RESOURCE_DOES_NOT_EXIST")), "x"
+        )

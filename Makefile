@@ -35,7 +35,8 @@ mlflow-server: setup
 	mlflow/start-server.sh
 
 # Re-take the MLflow UI screenshots in docs/img from a fresh demo (the demo's study logged to a
-# fresh MLflow server in a temporary folder; headless Chromium, installed if missing). ~4 min.
+# fresh MLflow server in a temporary folder; headless Chromium, installed if missing). ~8 min
+# (the demo with its confirmation stage).
 screenshots: setup
 	SEMTUNE_SCREENSHOTS=1 $(PY) -m pytest -q -rs tests/tracking/test_mlflow_ui.py -k fresh_demo
 

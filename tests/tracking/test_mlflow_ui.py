@@ -150,7 +150,7 @@ def test_screenshots_of_a_fresh_demo(
     server), taken as docs/mlflow.md walks through it. Run by `make screenshots` only."""
     if os.environ.get(SCREENSHOTS_ENV) != "1":
         pytest.skip(
-            f"the docs' screenshots of a 3-minute demo: `make screenshots` sets {SCREENSHOTS_ENV}"
+            f"the docs' screenshots of a 7-minute demo: `make screenshots` sets {SCREENSHOTS_ENV}"
         )
     from mlflow.tracking import MlflowClient
 

@@ -94,6 +94,39 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def _trainable(
+    fn: Callable[..., None],
+    spec: StudySpec,
+    base: dict[str, Any],
+    trial_reporters: Sequence[Callable[[TrialContext], Reporter]],
+) -> Any:
+    """``fn`` (the search's or the confirmation's trainable) with the study's shared trial
+    settings and each trial's resources."""
+    settings = TrialSettings(
+        base=base,
+        threads=spec.resources.threads,
+        report_metrics=tuple(spec.columns),
+        crash_once_marker=os.environ.get(FAULT_INJECT_ENV) or None,
+        reporters=tuple(trial_reporters),
+    )
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    return tune.with_resources(tune.with_parameters(fn, settings=settings), resources)
+
+
+def _run_config(
+    name: str, spec: StudySpec, tune_root: str, callbacks: Sequence[tune.Callback]
+) -> tune.RunConfig:
+    """Where a Tune experiment of the study keeps its state, and how it retries and reports."""
+    return tune.RunConfig(
+        name=name,
+        storage_path=tune_root,
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=list(callbacks),
+        verbose=0,
+    )
+
+
 def _build_tuner(
     spec: StudySpec,
     out: Path,
@@ -108,15 +141,7 @@ def _build_tuner(
     progress_interval_s: float,
 ) -> tune.Tuner:
     columns = spec.columns
-    settings = TrialSettings(
-        base=base,
-        threads=spec.resources.threads,
-        report_metrics=tuple(columns),
-        crash_once_marker=os.environ.get(FAULT_INJECT_ENV) or None,
-        reporters=tuple(trial_reporters),
-    )
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
+    trainable = _trainable(run_trial, spec, base, trial_reporters)
     if resume:
         return tune.Tuner.restore(
             f"{tune_root}/{TUNE_DIR}",
@@ -166,14 +191,7 @@ def _build_tuner(
             # trial on 2 busy cores); every trial reserves the same resources, as reuse needs.
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(
-            name=TUNE_DIR,
-            storage_path=tune_root,
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[progress, *callbacks],
-            verbose=0,
-        ),
+        run_config=_run_config(TUNE_DIR, spec, tune_root, [progress, *callbacks]),
     )
 
 
@@ -344,17 +362,7 @@ def _confirm(
     cands = candidates(spec, ranked)
     points = confirmation_points(cands, spec.confirm.seeds, int(base["runtime"]["seed"]))
     confirm_dir = f"{tune_root}/{CONFIRM_DIR}"
-    settings = TrialSettings(
-        base=base,
-        threads=spec.resources.threads,
-        report_metrics=tuple(spec.columns),
-        crash_once_marker=os.environ.get(FAULT_INJECT_ENV) or None,
-        reporters=tuple(trial_reporters),
-    )
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    trainable = tune.with_resources(
-        tune.with_parameters(run_point_trial, settings=settings), resources
-    )
+    trainable = _trainable(run_point_trial, spec, base, trial_reporters)
     printer(
         f"\nconfirmation: {len(cands)} configurations x {spec.confirm.seeds} fresh seeds = "
         f"{len(points)} trials, each trained from scratch for the full schedule and scored on "
@@ -378,14 +386,7 @@ def _confirm(
                 trial_dirname_creator=_trial_dirname,
                 reuse_actors=True,
             ),
-            run_config=tune.RunConfig(
-                name=CONFIRM_DIR,
-                storage_path=tune_root,
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[progress, *callbacks],
-                verbose=0,
-            ),
+            run_config=_run_config(CONFIRM_DIR, spec, tune_root, [progress, *callbacks]),
         )
     results = tuner.fit()
     if results.num_terminated + results.num_errors != len(results):

@@ -4,14 +4,12 @@ fresh seeds and scored on images the search never saw; the verdict comes from th
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-import ray
 import torch
 import yaml
 
@@ -155,31 +153,23 @@ def test_the_verdict_says_beats_only_when_the_interval_is_above_zero() -> None:
 
 @pytest.fixture(scope="module")
 def confirmed(
-    tmp_path_factory: pytest.TempPathFactory, sample_train_dir: Path, sample_test_dir: Path
+    ray_session: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    sample_train_dir: Path,
+    sample_test_dir: Path,
 ) -> tuple[StudyResult, list[str]]:
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=80 * 1024**2,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
+    tmp = tmp_path_factory.mktemp("confirm")
+    data = _spec_dict(
+        sample_train_dir,
+        {"top_k": 1, "seeds": 2, "data": str(sample_test_dir), "crops": 12},
+        trials=2,
     )
-    try:
-        tmp = tmp_path_factory.mktemp("confirm")
-        data = _spec_dict(
-            sample_train_dir,
-            {"top_k": 1, "seeds": 2, "data": str(sample_test_dir), "crops": 12},
-            trials=2,
-        )
-        data["space"] = {"loss.gamma": {"distribution": "grid", "values": [0.0, 1.0]}}
-        path = tmp / "confirm.yaml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        lines: list[str] = []
-        result = run_study(load_space(path), tmp / "out", printer=lines.append)
-        return result, lines
-    finally:
-        ray.shutdown()
+    data["space"] = {"loss.gamma": {"distribution": "grid", "values": [0.0, 1.0]}}
+    path = tmp / "confirm.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    lines: list[str] = []
+    result = run_study(load_space(path), tmp / "out", printer=lines.append)
+    return result, lines
 
 
 def test_a_confirmed_study_trains_again_scores_unseen_images_and_says_a_verdict(

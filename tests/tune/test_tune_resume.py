@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -60,6 +61,36 @@ def _rows(trial_dir: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
 
 
+def _sigkill_driver_when(
+    cmd: list[str], tmp_path: Path, env: dict[str, str], ready: Any, what: str, timeout: float
+) -> None:
+    """Start the study's driver, wait until ``ready()``, then SIGKILL it and every process
+    below it (Ray's agents outlive a killed driver), as a crash would."""
+    log = (tmp_path / "first.log").open("w")
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    family: set[int] = set()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            family |= _descendants(driver.pid)
+            if ready():
+                break
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"{what} in time")
+        time.sleep(1)
+        family |= _descendants(driver.pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        time.sleep(2)
+        _kill({p for p in family if Path(f"/proc/{p}").exists()})
+        log.close()
+
+
 def _trials(storage: str) -> list[optuna.trial.FrozenTrial]:
     try:
         return optuna.load_study(study_name="resume-test", storage=storage).trials
@@ -102,42 +133,29 @@ def test_a_study_killed_with_sigkill_resumes_without_repeating_finished_trials(
     cmd += ["--tracking-uri", f"sqlite:///{store}"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
     env.pop("SEMTUNE_FAULT_INJECT_CRASH_ONCE", None)
-    log = (tmp_path / "first.log").open("w")
-    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    family: set[int] = set()
-    try:
-        # Kill once one trial is complete and the next has two results in the study folder
-        # (they are copied there with Tune's state snapshot, taken every 2 s and after every
-        # second checkpoint of a trial, so the snapshot knows a checkpoint of it).
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            family |= _descendants(driver.pid)
-            done = {
-                t.user_attrs["tune_trial_id"]
-                for t in _trials(storage)
-                if t.state.name == "COMPLETE"
-            }
-            running = [
-                d
-                for d in (out / "tune").glob("trial_*")
-                if d.name.removeprefix("trial_") not in done and len(_rows(d)) >= 2
-            ]
-            if done and running:
-                break
-            assert driver.poll() is None, (tmp_path / "first.log").read_text()
-            time.sleep(0.5)
-        else:
-            pytest.fail("the study did not reach a finished and a running trial in time")
-        time.sleep(1)
-        family |= _descendants(driver.pid)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        time.sleep(2)
-        _kill({p for p in family if Path(f"/proc/{p}").exists()})
-        log.close()
+
+    # Kill once one trial is complete and the next has two results in the study folder (they
+    # are copied there with Tune's state snapshot, taken every 2 s and after every second
+    # checkpoint of a trial, so the snapshot knows a checkpoint of it).
+    def one_done_one_running() -> bool:
+        done = {
+            t.user_attrs["tune_trial_id"] for t in _trials(storage) if t.state.name == "COMPLETE"
+        }
+        running = [
+            d
+            for d in (out / "tune").glob("trial_*")
+            if d.name.removeprefix("trial_") not in done and len(_rows(d)) >= 2
+        ]
+        return bool(done and running)
+
+    _sigkill_driver_when(
+        cmd,
+        tmp_path,
+        env,
+        one_done_one_running,
+        "the study did not reach a finished and a running trial",
+        240,
+    )
 
     finished_before = {
         t.user_attrs["tune_trial_id"] for t in _trials(storage) if t.state.name == "COMPLETE"
@@ -223,36 +241,23 @@ def test_a_study_killed_during_its_confirmation_resumes_it(
     cmd += ["--no-tracking"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
     env.pop("SEMTUNE_FAULT_INJECT_CRASH_ONCE", None)
-    log = (tmp_path / "first.log").open("w")
-    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    family: set[int] = set()
 
     def confirm_trials() -> dict[str, list[dict[str, float]]]:
         return {d.name: _rows(d) for d in (out / "tune_confirm").glob("trial_*")}
 
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            family |= _descendants(driver.pid)
-            trials = confirm_trials()
-            done = [n for n, rows in trials.items() if rows and rows[-1]["step"] == STEPS]
-            running = [n for n, rows in trials.items() if n not in done and len(rows) >= 2]
-            if done and running:
-                break
-            assert driver.poll() is None, (tmp_path / "first.log").read_text()
-            time.sleep(0.5)
-        else:
-            pytest.fail("the confirmation did not reach a finished and a running trial in time")
-        time.sleep(1)
-        family |= _descendants(driver.pid)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        time.sleep(2)
-        _kill({p for p in family if Path(f"/proc/{p}").exists()})
-        log.close()
+    def one_done_one_running() -> bool:
+        trials = confirm_trials()
+        done = [n for n, rows in trials.items() if rows and rows[-1]["step"] == STEPS]
+        return any(n not in done and len(rows) >= 2 for n, rows in trials.items()) and bool(done)
+
+    _sigkill_driver_when(
+        cmd,
+        tmp_path,
+        env,
+        one_done_one_running,
+        "the confirmation did not reach a finished and a running trial",
+        300,
+    )
     assert not (out / "confirmation.csv").exists()
     search_rows = {d.name: len(_rows(d)) for d in (out / "tune").glob("trial_*")}
     before = {n: len(rows) for n, rows in confirm_trials().items()}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
-import ray
 import yaml
 
 from semtune.train.state import load_generator
@@ -22,21 +20,6 @@ from semtune.tune.study import StudyError, StudyResult, run_study
 from semtune.tune.trainable import FAULT_INJECT_ENV
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Any:
-    """One local Ray for the module: starting Ray costs ~10 s on 2 cores."""
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=80 * 1024**2,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-    )
-    yield
-    ray.shutdown()
 
 
 def _space(tmp: Path, name: str, sample_train_dir: Path, **fields: Any) -> Path:

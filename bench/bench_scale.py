@@ -121,9 +121,7 @@ def stand_in(config: dict[str, Any], *, context: dict[str, Any], opts: dict[str,
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     steps, gamma = int(opts["steps"]), float(config["loss.gamma"])
-    tracker = TrialTracker(
-        context, trial_id, dict(config), config={"schedule": {"steps": steps}}, run_name=None
-    )
+    tracker = TrialTracker(context, trial_id, dict(config))  # closed below, after the last step
     tracker.start()
     rng = random.Random(trial_id)
     grid = np.random.default_rng(0).integers(0, 255, opts["grid_shape"], dtype=np.uint8)

@@ -6,11 +6,17 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semtune.cli import add_model_name, add_out, add_set, add_tracking_uri, parser
+
+if TYPE_CHECKING:  # imported when used: --help must not wait for Ray, MLflow and torch
+    from semtune.tracking import StudyTracker
+    from semtune.tracking.registration import PairedDifference
+    from semtune.tune.space import StudySpec
+    from semtune.tune.study import StudyResult
 
 __all__ = ["build_parser", "main"]
 
@@ -197,9 +203,8 @@ def _warn_cluster_paths(args: argparse.Namespace, out: Path) -> None:
         )
 
 
-def _start_tracker(args: argparse.Namespace, spec: Any, out: Path) -> Any:
+def _start_tracker(args: argparse.Namespace, spec: StudySpec, out: Path) -> StudyTracker:
     """Resolve and check the tracking store, then open the study's parent run."""
-    from semtune.config import to_dict
     from semtune.tracking import StudyTracker, check_server, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, default_dir=Path.cwd() / "mlruns")
@@ -211,13 +216,12 @@ def _start_tracker(args: argparse.Namespace, spec: Any, out: Path) -> Any:
             "write to it: pass --tracking-uri http://<server reachable from the workers>:5000",
             file=sys.stderr,
         )
-    base = to_dict(spec.train_config())
     tracker = StudyTracker(
         uri,
         experiment=args.experiment or spec.study,
         study_name=spec.study,
         space_yaml=args.space,
-        base_config=base,
+        base_config=spec.train_config(),
         sampler=spec.sampler.name,
         objective=spec.metrics,
         mode=spec.modes,
@@ -235,7 +239,9 @@ def _start_tracker(args: argparse.Namespace, spec: Any, out: Path) -> Any:
     return tracker
 
 
-def _finish_tracking(tracker: Any, result: Any, spec: Any, args: argparse.Namespace) -> None:
+def _finish_tracking(
+    tracker: StudyTracker, result: StudyResult, spec: StudySpec, args: argparse.Namespace
+) -> None:
     """Log the study's results on its parent run and register the best generator."""
     import json
 
@@ -285,12 +291,14 @@ def _finish_tracking(tracker: Any, result: Any, spec: Any, args: argparse.Namesp
     print(f"the study's trials, sorted, with their metrics: {tracker.runs_page(base)}")
 
 
-def _paired_check(candidate: Path, metric: str, uri: str) -> Any:
+def _paired_check(
+    candidate: Path, metric: str, uri: str
+) -> Callable[[str], PairedDifference | None]:
     """What the registry calls with the champion's model URI: the candidate and the champion
     restore the candidate's validation images (its held-out split, degraded as it was
     validated), and the per-image differences on ``metric`` get a 95% interval."""
 
-    def check(holder_uri: str) -> Any:
+    def check(holder_uri: str) -> PairedDifference | None:
         from semtune.data.unpaired import build_training_data
         from semtune.tracking import load_registered_generator_file
         from semtune.tracking.registration import PairedDifference
@@ -322,7 +330,7 @@ def _paired_check(candidate: Path, metric: str, uri: str) -> Any:
 _LOCAL_UI = "http://127.0.0.1:5000"
 
 
-def _ui_command(uri: str, ui_hint: Any) -> str:
+def _ui_command(uri: str, ui_hint: Callable[[str], str]) -> str:
     store = Path.cwd() / "mlruns"
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
@@ -59,6 +59,9 @@ from semtune.tracking.trial import (
     mark_trial,
     set_status,
 )
+
+if TYPE_CHECKING:
+    from semtune.train.config import TrainConfig
 
 __all__ = ["VIEW_KEY", "StudyTracker", "table_view"]
 
@@ -137,7 +140,7 @@ class StudyTracker:
         experiment: str,
         study_name: str,
         space_yaml: str | Path | None = None,
-        base_config: Mapping[str, Any] | None = None,
+        base_config: TrainConfig | None = None,
         sampler: str | None = None,
         objective: str | Sequence[str] = "score",
         mode: str | Sequence[str] = "max",
@@ -153,7 +156,7 @@ class StudyTracker:
             experiment: MLflow experiment name (created if missing).
             study_name: the study's name (run name of the parent run and tag on every run).
             space_yaml: the study file, logged as an artifact.
-            base_config: the resolved base trainer config (plain dict), logged as YAML; its
+            base_config: the resolved base trainer config, logged as YAML; its
                 preset and data folders fill the ``preset`` and ``data_fingerprint`` tags.
             sampler: sampler name (param and tag).
             objective: metric name(s) the study optimises; the first decides the champion.
@@ -170,7 +173,7 @@ class StudyTracker:
         self.experiment = experiment
         self.study_name = study_name
         self.space_yaml = Path(space_yaml) if space_yaml is not None else None
-        self.base_config = dict(base_config or {})
+        self.base_config = base_config
         self.sampler = sampler
         self.objectives = [objective] if isinstance(objective, str) else list(objective)
         modes = [mode] if isinstance(mode, str) else list(mode)
@@ -208,13 +211,10 @@ class StudyTracker:
     def _tags(self) -> dict[str, str]:
         cfg = self.base_config
         tags = {TAG_STUDY: self.study_name}
-        if cfg.get("preset"):
-            tags[TAG_PRESET] = str(cfg["preset"])
-        if cfg:
-            tags[TAG_DATA] = data_fingerprint(data_folders(cfg))
-            edge = cfg.get("loss", {}).get("edge_operator")
-            if edge:
-                tags[TAG_EDGE] = str(edge)
+        if cfg is not None:
+            tags[TAG_PRESET] = cfg.preset
+            tags[TAG_DATA] = data_fingerprint(data_folders(cfg.to_dict()))
+            tags[TAG_EDGE] = cfg.loss.edge_operator
         if commit := git_commit():
             tags[MLFLOW_GIT_COMMIT] = commit
         tags.update(self.extra_tags)
@@ -263,8 +263,8 @@ class StudyTracker:
         log_params(self.client, self.run_id, params)
         if self.space_yaml is not None and self.space_yaml.is_file():
             self.client.log_artifact(self.run_id, str(self.space_yaml), "study")
-        if self.base_config:
-            text = yaml.safe_dump(self.base_config, sort_keys=False)
+        if self.base_config is not None:
+            text = yaml.safe_dump(self.base_config.to_dict(), sort_keys=False)
             self.client.log_text(self.run_id, text, "study/base_config.yaml")
         return self.run_id
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import yaml
@@ -39,6 +39,8 @@ from semtune.tracking.tags import (
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+    from semtune.train.config import TrainConfig
 
 __all__ = [
     "TrialTracker",
@@ -132,7 +134,7 @@ class TrialTracker:
         trial_id: str,
         params: Mapping[str, Any],
         *,
-        config: Mapping[str, Any] | None = None,
+        config: TrainConfig | None = None,
         run_name: str | None = None,
         log_generator: bool = False,
     ) -> None:
@@ -142,7 +144,7 @@ class TrialTracker:
             context: ``StudyTracker.trial_context()``.
             trial_id: the study's id for this trial (Tune's trial id).
             params: its sampled hyperparameters keyed by config path (``loss.gamma``).
-            config: its full trainer config (plain dict): logged as ``config.yaml``, gives the
+            config: its full trainer config: logged as ``config.yaml``, gives the
                 edge-operator/preset tags and the last step.
             run_name: the child run's name (default ``trial-<trial_id>``).
             log_generator: upload the trial's ``generator.pt`` (``generator/generator.pt``)
@@ -152,7 +154,7 @@ class TrialTracker:
         self.context = dict(context)
         self.trial_id = str(trial_id)
         self.params = dict(params)
-        self.config = dict(config) if config is not None else None
+        self.config = config
         self.run_name = run_name or f"trial-{trial_id}"
         self.log_generator = log_generator
         self.client = open_client(self.context["uri"])
@@ -186,12 +188,12 @@ class TrialTracker:
         tags = dict(self.context.get("tags", {}))
         tags.update({TAG_ROLE: "trial", TAG_TRIAL: self.trial_id, TAG_STUDY: self.context["study"]})
         tags[MLFLOW_PARENT_RUN_ID] = self.context["parent_run_id"]
-        cfg = self.config or {}
-        edge = self.params.get("loss.edge_operator") or cfg.get("loss", {}).get("edge_operator")
+        cfg = self.config
+        edge = self.params.get("loss.edge_operator") or (cfg and cfg.loss.edge_operator)
         if edge:
             tags[TAG_EDGE] = str(edge)
-        if cfg.get("preset"):
-            tags[TAG_PRESET] = str(cfg["preset"])
+        if cfg and cfg.preset:
+            tags[TAG_PRESET] = cfg.preset
         return tags
 
     def start(self) -> str:
@@ -214,7 +216,7 @@ class TrialTracker:
         self.run_id = run.info.run_id
         log_params(self.client, self.run_id, self.params)
         if self.config is not None:
-            text = yaml.safe_dump(self.config, sort_keys=False)
+            text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
             self.client.log_text(self.run_id, text, "config.yaml")
         return self.run_id
 
@@ -321,9 +323,10 @@ class TrialTracker:
         return True
 
     def _is_last(self, step: int, metrics: Mapping[str, float]) -> bool:
-        sched = (self.config or {}).get("schedule", {})
-        steps, budget = sched.get("steps"), float(sched.get("time_budget_s", 0) or 0)
-        return (steps is not None and step >= int(steps)) or (
+        if self.config is None:
+            return False
+        steps, budget = self.config.schedule.steps, self.config.schedule.time_budget_s
+        return step >= steps or (
             budget > 0 and float(metrics.get("train_seconds", 0.0)) >= budget
         )
 
@@ -363,6 +366,19 @@ class TrialTracker:
         self.closed = True
 
 
+class TrialInfo(Protocol):
+    """What a trial tells its tracker (``semtune.tune.trainable.TrialContext`` is one)."""
+
+    @property
+    def trial_id(self) -> str: ...
+    @property
+    def trial_name(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def config(self) -> TrainConfig: ...
+
+
 class TrialTrackerFactory:
     """Picklable factory for ``semtune.tune``'s ``trial_reporters``: builds and starts a
     ``TrialTracker`` from the trial's context (an object with ``trial_id``, ``trial_name``,
@@ -372,14 +388,13 @@ class TrialTrackerFactory:
         self.context = dict(context)
         self.log_generator = log_generator
 
-    def __call__(self, trial: Any) -> TrialTracker:
-        config = trial.config.to_dict() if hasattr(trial.config, "to_dict") else trial.config
-        name = getattr(trial, "trial_name", None) or f"trial-{trial.trial_id}"
+    def __call__(self, trial: TrialInfo) -> TrialTracker:
+        name = trial.trial_name or f"trial-{trial.trial_id}"
         tracker = TrialTracker(
             self.context,
             trial.trial_id,
             trial.params,
-            config=config,
+            config=trial.config,
             run_name=name,
             log_generator=self.log_generator,
         )

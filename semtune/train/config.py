@@ -213,6 +213,19 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
+    def with_values(
+        self, values: Mapping[str, Any], *, source: str = "override", strict: bool = True
+    ) -> TrainConfig:
+        """A copy with ``{config.path: value}`` applied (a trial's parameters), old key names
+        migrated and every value type-checked; ConfigError naming the key otherwise."""
+        pairs = [
+            new
+            for key, value in values.items()
+            if (new := migrate_key(key, value, source=source, strict=strict)) is not None
+        ]
+        data = apply_overrides(self.to_dict(), pairs)
+        return from_dict(TrainConfig, data, source=source)
+
 
 PRESETS = ("cpu", "paper", "tiny")
 

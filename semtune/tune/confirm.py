@@ -37,9 +37,9 @@ import torch
 from matplotlib.figure import Figure
 
 from semtune.atomic import write_atomically, write_text_atomically
-from semtune.data.degrade import DegradeConfig
 from semtune.io import IMAGE_EXTENSIONS
 from semtune.scoring import load_scoring_data
+from semtune.train.config import TrainConfig
 from semtune.train.loop import score_images
 from semtune.train.state import load_generator
 from semtune.tune.keys import CANDIDATE_KEY, POINT_KEY
@@ -161,11 +161,11 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check_confirmation_images(spec: StudySpec, base: Mapping[str, Any]) -> list[Path]:
+def check_confirmation_images(spec: StudySpec, base: TrainConfig) -> list[Path]:
     """The confirmation folders' images; refused if missing, empty, or sharing an image (by
     content, whatever its name) with the folders the search trains and validates on."""
-    data = base["data"]
-    if data.get("val_set") == "own":
+    data = base.data
+    if data.val_set == "own":
         raise ConfirmationError(
             "confirm: data.val_set is 'own' (blur and noise estimated from your blurred folder); "
             "the confirmation degrades its images like a synthetic set: set data.val_set (e.g. "
@@ -174,7 +174,7 @@ def check_confirmation_images(spec: StudySpec, base: Mapping[str, Any]) -> list[
     used = {
         _digest(f): f
         for key in ("clean_dir", "blurred_dir", "val_dir")
-        for f in _files(data.get(key))
+        for f in _files(getattr(data, key))
     }
     files: list[Path] = []
     for folder in spec.confirm.data:
@@ -205,20 +205,19 @@ class Confirmation:
 
 
 def _score_trials(
-    results: Any, cands: Sequence[Candidate], base: Mapping[str, Any], spec: StudySpec
+    results: Any, cands: Sequence[Candidate], base: TrainConfig, spec: StudySpec
 ) -> pd.DataFrame:
-    data = base["data"]
-    degrade = DegradeConfig(**_degrade_args(data.get("degrade", {})))
+    data = base.data
     scoring = load_scoring_data(
         list(spec.confirm.data),
-        [data["val_set"]],
-        crop_size=int(data["val_crop_size"]),
+        [data.val_set],
+        crop_size=data.val_crop_size,
         n_crops=spec.confirm.crops,
-        seed=int(data.get("seed", 0)),
-        crop_bar=bool(data.get("crop_bar", True)),
-        degrade=degrade,
+        seed=data.seed,
+        crop_bar=data.crop_bar,
+        degrade=data.degrade,
     )
-    paired = scoring.sets[data["val_set"]]
+    paired = scoring.sets[data.val_set]
     n_images = len(scoring.files)
     groups = [j % n_images for j in range(paired.clean.shape[0])]
     names = [Path(f).name for f in scoring.files]
@@ -250,12 +249,6 @@ def _score_trials(
     return pd.DataFrame(rows)
 
 
-def _degrade_args(raw: Mapping[str, Any]) -> dict[str, Any]:
-    from semtune.config import from_dict
-
-    return dict(vars(from_dict(DegradeConfig, dict(raw), source="base config data.degrade")))
-
-
 def _frame(scores: pd.DataFrame, candidate: int, metric: str) -> pd.DataFrame:
     """``metric`` of one candidate as a (seeds, images) table, seeds and images in order."""
     sub = scores[scores["candidate"] == candidate]
@@ -269,7 +262,7 @@ def _table(scores: pd.DataFrame, candidate: int, metric: str) -> torch.Tensor:
 def summarise_confirmation(
     results: Any,
     cands: Sequence[Candidate],
-    base: Mapping[str, Any],
+    base: TrainConfig,
     spec: StudySpec,
     out: Path,
     printer: Callable[[str], None],

@@ -22,7 +22,7 @@ from ray import tune
 
 from semtune.atomic import write_text_atomically
 from semtune.config import to_dict
-from semtune.train.config import TrainConfig, migrate_key
+from semtune.train.config import TrainConfig, config_from_dict, migrate_key
 from semtune.tune.confirm import (
     CONFIRM_DIR,
     ConfirmationError,
@@ -154,8 +154,9 @@ def prepare_folder(
     num_samples: int | None,
     storage: str,
     tune_root: str,
-) -> tuple[StudySpec, dict[str, Any]]:
-    """Check the folder and return the spec and base config the study runs with."""
+) -> tuple[StudySpec, TrainConfig]:
+    """Check the folder and return the spec and base config the study runs with (on resume,
+    the base config recorded when the study started, old key names migrated)."""
     tune_dir = f"{tune_root}/{TUNE_DIR}"
     study_file = out / STUDY_FILE
     if resume:
@@ -181,7 +182,8 @@ def prepare_folder(
                 f"(changed: {', '.join(diff)}); resume with the original file or start a new "
                 f"study in another --out"
             )
-        return file_spec, saved["base_config"]
+        base = config_from_dict(saved["base_config"], source=str(study_file), strict=False)
+        return file_spec, base
 
     for where, taken in (
         (out, study_file.exists() or (out / "optuna.db").exists()),
@@ -207,8 +209,7 @@ def prepare_folder(
             size = math.prod(len(p.values) for p in spec.space)
             if num_samples > size:
                 raise StudyError(f"--num-samples {num_samples}: the grid has only {size} points")
-    cfg = _absolute_data_paths(spec.train_config())
-    base: dict[str, Any] = to_dict(cfg)
+    base = _absolute_data_paths(spec.train_config())
     if spec.confirm.enabled:  # a confirmation that cannot run fails now, not after the search
         try:
             check_confirmation_images(spec, base)
@@ -219,7 +220,7 @@ def prepare_folder(
     record = {
         "spec": spec_to_dict(spec),
         "cli_overrides": list(cli_overrides),
-        "base_config": base,
+        "base_config": to_dict(base),
         "storage": storage,
         "tune_storage": tune_root,
     }

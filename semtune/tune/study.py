@@ -33,6 +33,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from semtune.train.config import TrainConfig
 from semtune.train.loop import Reporter
 from semtune.tune.confirm import (
     CONFIRM_DIR,
@@ -97,7 +98,7 @@ def _trial_dirname(trial: Any) -> str:
 def _trainable(
     fn: Callable[..., None],
     spec: StudySpec,
-    base: dict[str, Any],
+    base: TrainConfig,
     trial_reporters: Sequence[Callable[[TrialContext], Reporter]],
 ) -> Any:
     """``fn`` (the search's or the confirmation's trainable) with the study's shared trial
@@ -130,7 +131,7 @@ def _run_config(
 def _build_tuner(
     spec: StudySpec,
     out: Path,
-    base: dict[str, Any],
+    base: TrainConfig,
     storage: str,
     tune_root: str,
     *,
@@ -162,9 +163,8 @@ def _build_tuner(
     )
     scheduler: TrialScheduler = FIFOScheduler()
     if spec.scheduler.name == "asha":
-        sched = base["schedule"]
-        max_t = int(sched["steps"])
-        grace = spec.scheduler.grace_period or 2 * int(sched["eval_every"])
+        max_t = base.schedule.steps
+        grace = spec.scheduler.grace_period or 2 * base.schedule.eval_every
         # Several objectives: ASHA needs one number, the first objective (the Pareto front
         # is still computed on all of them).
         scheduler = ASHAScheduler(
@@ -348,7 +348,7 @@ def _confirm(
     result: StudyResult,
     ranked: pd.DataFrame,
     spec: StudySpec,
-    base: dict[str, Any],
+    base: TrainConfig,
     tune_root: str,
     *,
     callbacks: Sequence[tune.Callback],
@@ -360,7 +360,7 @@ def _confirm(
     left them unfinished), its verdict, and the confirmed winner as the study's best."""
     out = result.out_dir
     cands = candidates(spec, ranked)
-    points = confirmation_points(cands, spec.confirm.seeds, int(base["runtime"]["seed"]))
+    points = confirmation_points(cands, spec.confirm.seeds, base.runtime.seed)
     confirm_dir = f"{tune_root}/{CONFIRM_DIR}"
     trainable = _trainable(run_point_trial, spec, base, trial_reporters)
     printer(

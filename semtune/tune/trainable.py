@@ -29,9 +29,8 @@ from ray import tune
 from torch import Tensor
 
 from semtune.atomic import write_text_atomically
-from semtune.config import apply_overrides
 from semtune.data.unpaired import TrainingData, build_training_data
-from semtune.train.config import DataConfig, TrainConfig, config_from_dict
+from semtune.train.config import DataConfig, TrainConfig
 from semtune.train.loop import Reporter, train
 from semtune.train.step import NonFiniteLossError
 from semtune.tune.keys import (
@@ -78,7 +77,7 @@ class TrialSettings:
     """Everything a trial needs besides its sampled parameters (shipped once via Ray).
 
     Attributes:
-        base: the resolved base trainer config as a plain dict (data paths absolute).
+        base: the resolved base trainer config (data paths absolute).
         threads: torch threads per trial, its CPU share (used when the config says 0 = auto).
         report_metrics: metric names set to NaN in the final result of a diverged trial, so
             that every result carries the keys Tune's strict metric check expects.
@@ -86,7 +85,7 @@ class TrialSettings:
         reporters: factories of extra trainer reporters, one per trial (a hook for tracking).
     """
 
-    base: dict[str, Any]
+    base: TrainConfig
     threads: int
     report_metrics: tuple[str, ...]
     crash_once_marker: str | None = None
@@ -94,8 +93,9 @@ class TrialSettings:
 
     def trial_config(self, params: Mapping[str, Any]) -> TrainConfig:
         """The base config with the trial's ``{config.path: value}`` parameters applied."""
-        data = apply_overrides(self.base, list(params.items()))
-        cfg = config_from_dict(data, source=f"trial parameters {dict(params)}", strict=False)
+        cfg = self.base.with_values(
+            params, source=f"trial parameters {dict(params)}", strict=False
+        )
         if cfg.runtime.threads == 0:
             cfg = replace(cfg, runtime=replace(cfg.runtime, threads=self.threads))
         return cfg

@@ -135,7 +135,7 @@ def study(
         experiment="semtune-tracking-test",
         study_name="tracking-test",
         space_yaml=space,
-        base_config=base.to_dict(),
+        base_config=base,
         sampler="tpe",
         objective="score",
         mode="max",
@@ -163,7 +163,7 @@ def study(
             if "fail_at_log" in faults:
                 # the context-manager form: an exception marks the run FAILED
                 with TrialTracker(
-                    tracker.trial_context(), trial_id, params, config=t.config.to_dict()
+                    tracker.trial_context(), trial_id, params, config=t.config
                 ) as tt:
                     t.tracker = tt
                     t.recorder = Recorder(tt, **faults)

@@ -109,7 +109,7 @@ def test_base_config_artifact_is_the_resolved_config(
     import yaml
 
     path = _download(client, study.tracker.run_id, "study/base_config.yaml", tmp_path)
-    assert yaml.safe_load(path.read_text()) == study.tracker.base_config
+    assert yaml.safe_load(path.read_text()) == study.tracker.base_config.to_dict()
 
 
 def test_each_trial_is_a_nested_child_run_with_params_and_tags(

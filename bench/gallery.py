@@ -23,8 +23,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from semtune.enhance import enhance_image, load_model  # noqa: E402
+from semtune.inference import enhance_image  # noqa: E402
 from semtune.io import read_image  # noqa: E402
+from semtune.restore import load_model  # noqa: E402
 
 CROP = 256
 ZOOM = 3

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import yaml
 
 __all__ = [
+    "check_keys",
     "ConfigError",
     "apply_overrides",
     "from_dict",
@@ -100,7 +101,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str | tuple[str
     return out
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: str = "config") -> T:
+def from_dict(
+    cls: type[T], data: Mapping[str, Any] | None, *, source: str = "config", where: str = ""
+) -> T:
     """Build the frozen dataclass ``cls`` from a nested mapping, checking keys and types.
 
     Args:
@@ -108,11 +111,28 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: str = "co
             nested dataclasses.
         data: the mapping; missing keys take the dataclass defaults.
         source: named in error messages (usually the YAML file).
+        where: the mapping's own key path in a larger file (``sampler``), put in front of the
+            keys that error messages name.
 
     Raises:
         ConfigError: unknown key, wrong type, or a value rejected by the dataclass itself.
     """
-    return _build(cls, data or {}, source, "")
+    return _build(cls, {} if data is None else data, source, where)
+
+
+def check_keys(data: Any, valid: Sequence[str], source: str, where: str = "") -> None:
+    """ConfigError unless ``data`` is a mapping whose keys are all in ``valid``; the message
+    names the file, the key's full path and the valid keys."""
+    label = where or "<top level>"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: {label}: expected a mapping, got {data!r}")
+    for key in data:
+        if key not in valid:
+            prefix = f"{where}." if where else ""
+            raise ConfigError(
+                f"{source}: unknown key {prefix}{key} (valid keys"
+                f"{' in ' + where if where else ''}: {', '.join(valid)})"
+            )
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -165,17 +185,9 @@ def _build(cls: type[T], data: Any, source: str, where: str) -> T:
     label = where or "<root>"
     if dataclasses.is_dataclass(data) and isinstance(data, cls):
         return data
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: {label}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]!r} (valid keys"
-            f"{' in ' + where if where else ''}: {', '.join(fields)})"
-        )
+    check_keys(data, list(fields), source, where)
     kwargs = {}
     for name, value in data.items():
         path = f"{where}.{name}" if where else name

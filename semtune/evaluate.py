@@ -12,9 +12,9 @@ import torch
 
 from semtune.cli import add_tracking_uri, parser, start_threads
 from semtune.device import resolve_device
-from semtune.enhance import load_model
 from semtune.inference import restore_batch
 from semtune.io import ImageReadError
+from semtune.restore import load_model
 from semtune.scoring import (
     Method,
     add_scoring_args,

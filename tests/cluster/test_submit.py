@@ -173,7 +173,7 @@ def test_the_upload_holds_the_project_and_none_of_its_generated_files(
     # Ray's own packaging, as the job client runs it on the repository with semtune's excludes
     from ray._private.runtime_env.packaging import create_package
 
-    from semtune.submit import _ignored
+    from semtune.tune.jobs import _ignored
 
     package = tmp_path / "pkg.zip"
     create_package(

@@ -326,9 +326,7 @@ class TrialTracker:
         if self.config is None:
             return False
         steps, budget = self.config.schedule.steps, self.config.schedule.time_budget_s
-        return step >= steps or (
-            budget > 0 and float(metrics.get("train_seconds", 0.0)) >= budget
-        )
+        return step >= steps or (budget > 0 and float(metrics.get("train_seconds", 0.0)) >= budget)
 
     def close(self, status: TrialStatus = "finished", *, error: str | None = None) -> None:
         """Send what is queued, upload the generator if finished, and set the run's status:

@@ -93,9 +93,7 @@ class TrialSettings:
 
     def trial_config(self, params: Mapping[str, Any]) -> TrainConfig:
         """The base config with the trial's ``{config.path: value}`` parameters applied."""
-        cfg = self.base.with_values(
-            params, source=f"trial parameters {dict(params)}", strict=False
-        )
+        cfg = self.base.with_values(params, source=f"trial parameters {dict(params)}", strict=False)
         if cfg.runtime.threads == 0:
             cfg = replace(cfg, runtime=replace(cfg.runtime, threads=self.threads))
         return cfg

@@ -162,9 +162,7 @@ def study(
         try:
             if "fail_at_log" in faults:
                 # the context-manager form: an exception marks the run FAILED
-                with TrialTracker(
-                    tracker.trial_context(), trial_id, params, config=t.config
-                ) as tt:
+                with TrialTracker(tracker.trial_context(), trial_id, params, config=t.config) as tt:
                     t.tracker = tt
                     t.recorder = Recorder(tt, **faults)
                     train(t.config, t.run_dir, reporter=t.recorder, data=data, printer=None)

@@ -22,8 +22,8 @@ from semtune.cli import (
     start_threads,
 )
 from semtune.data.datasets import PairedSet
-from semtune.evaluate import generator_method
 from semtune.io import ImageReadError
+from semtune.restore import generator_method
 from semtune.scoring import (
     Method,
     add_scoring_args,

@@ -6,17 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
-import torch
 
 from semtune.cli import add_tracking_uri, parser, start_threads
-from semtune.device import resolve_device
-from semtune.inference import restore_batch
 from semtune.io import ImageReadError
-from semtune.restore import load_model
+from semtune.restore import generator_method
 from semtune.scoring import (
-    Method,
     add_scoring_args,
     check_outputs,
     load_scoring_data,
@@ -25,24 +19,8 @@ from semtune.scoring import (
     write_outputs,
 )
 
+# generator_method lives in semtune.restore; re-exported here
 __all__ = ["build_parser", "generator_method", "main"]
-
-
-def generator_method(
-    model: str | Path,
-    device: torch.device | str | None = None,
-    *,
-    tracking_uri: str | None = None,
-) -> Method:
-    """A scoring method that runs a generator (checkpoint file, or a models:/ / runs:/ URI read
-    from ``tracking_uri``)."""
-    dev = device if isinstance(device, torch.device) else resolve_device(device or "auto")
-    g = load_model(model, dev, tracking_uri=tracking_uri)
-
-    def method(x: torch.Tensor, _paired: object) -> torch.Tensor:
-        return restore_batch(g, x.to(dev)).cpu()
-
-    return method
 
 
 _EXAMPLES = """\

@@ -19,16 +19,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from semtune.device import resolve_device
 from semtune.inference import enhance_image, restore_batch
 from semtune.io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 from semtune.metadata import read_metadata
 from semtune.report import Assessment, ModelInfo, assess, contact_sheet
+from semtune.scoring import Method
 from semtune.train.state import GeneratorFile, load_generator_file
 
 __all__ = [
     "RestoreOptions",
     "Skipped",
     "find_inputs",
+    "generator_method",
     "load_model",
     "load_model_file",
     "output_suffix",
@@ -58,6 +61,23 @@ def load_model(
 ) -> nn.Module:
     """The generator alone (see ``load_model_file``)."""
     return load_model_file(ref, device, tracking_uri=tracking_uri).g
+
+
+def generator_method(
+    model: str | Path,
+    device: torch.device | str | None = None,
+    *,
+    tracking_uri: str | None = None,
+) -> Method:
+    """A scoring method that runs a generator (checkpoint file, or a models:/ / runs:/ URI read
+    from ``tracking_uri``)."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device or "auto")
+    g = load_model(model, dev, tracking_uri=tracking_uri)
+
+    def method(x: torch.Tensor, _paired: object) -> torch.Tensor:
+        return restore_batch(g, x.to(dev)).cpu()
+
+    return method
 
 
 def _is_image(p: Path) -> bool:

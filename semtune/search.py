@@ -6,17 +6,11 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from semtune.cli import add_model_name, add_out, add_set, add_tracking_uri, parser
-
-if TYPE_CHECKING:  # imported when used: --help must not wait for Ray, MLflow and torch
-    from semtune.tracking import StudyTracker
-    from semtune.tracking.registration import PairedDifference
-    from semtune.tune.space import StudySpec
-    from semtune.tune.study import StudyResult
 
 __all__ = ["build_parser", "main"]
 
@@ -144,20 +138,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out.expanduser().resolve() if args.out is not None else default_out(spec)
     _warn_cluster_paths(args, out)
     tracker = None
+    kwargs: dict[str, Any] = {}  # run_study's hooks that log each trial
     if not args.no_tracking:
         from semtune.tracking import TrackingError
+        from semtune.tune.tracked import start_tracking, study_hooks
 
         try:
-            tracker = _start_tracker(args, spec, out)
+            tracker = start_tracking(
+                spec,
+                out,
+                space_file=args.space,
+                tracking_uri=args.tracking_uri,
+                experiment=args.experiment,
+                num_samples=args.num_samples,
+                resume=args.resume,
+                on_cluster=bool(args.address or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ),
+            )
         except (TrackingError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    kwargs: dict[str, Any] = {}
-    if tracker is not None:
-        from semtune.tune.mlflow_status import TrialStatusCallback
-
-        kwargs["trial_reporters"] = [tracker.reporter_factory()]
-        kwargs["callbacks"] = [TrialStatusCallback(tracker.trial_context())]
+        kwargs = dict(study_hooks(tracker))
     try:
         # with tracking, a crash or Ctrl-C marks the study's run FAILED/KILLED
         with tracker if tracker is not None else contextlib.nullcontext():
@@ -173,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **kwargs,
             )
             if tracker is not None:
-                _finish_tracking(tracker, result, spec, args)
+                from semtune.tune.tracked import finish_tracking
+
+                finish_tracking(tracker, result, spec, model_name=args.model_name)
     except (StudyError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -201,149 +203,6 @@ def _warn_cluster_paths(args: argparse.Namespace, out: Path) -> None:
             "`python -m semtune.submit` (a Ray job) needs no shared folder",
             file=sys.stderr,
         )
-
-
-def _start_tracker(args: argparse.Namespace, spec: StudySpec, out: Path) -> StudyTracker:
-    """Resolve and check the tracking store, then open the study's parent run."""
-    from semtune.tracking import StudyTracker, check_server, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri, default_dir=Path.cwd() / "mlruns")
-    check_server(uri)  # fail now, not after hours of training
-    on_cluster = args.address or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-    if on_cluster and not uri.startswith(("http://", "https://")):
-        print(
-            f"warning: trials on a Ray cluster log to {uri}; workers on other machines cannot "
-            "write to it: pass --tracking-uri http://<server reachable from the workers>:5000",
-            file=sys.stderr,
-        )
-    tracker = StudyTracker(
-        uri,
-        experiment=args.experiment or spec.study,
-        study_name=spec.study,
-        space_yaml=args.space,
-        base_config=spec.train_config(),
-        sampler=spec.sampler.name,
-        objective=spec.metrics,
-        mode=spec.modes,
-        study_key=str(out),
-        params={
-            "num_samples": args.num_samples or spec.trials,
-            "concurrency": spec.concurrency,
-            "scheduler": spec.scheduler.name,
-            "searched": ",".join(p.path for p in spec.space),
-        },
-        searched=[p.path for p in spec.space],
-    )
-    tracker.start(resume=args.resume)
-    print(f"MLflow: logging to {uri} (experiment {tracker.experiment!r})")
-    return tracker
-
-
-def _finish_tracking(
-    tracker: StudyTracker, result: StudyResult, spec: StudySpec, args: argparse.Namespace
-) -> None:
-    """Log the study's results on its parent run and register the best generator."""
-    import json
-
-    import torch
-
-    from semtune.tracking import DEFAULT_MODEL_NAME, ui_hint
-
-    info_file = result.out_dir / "best_trial.json"
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    best = {
-        "trial_id": info.get("trial_id"),
-        "step": info.get("step", 0),
-        **info.get("metrics", {}),
-    }
-    extra = [f for f in (result.out_dir / "pareto_front.csv", info_file) if f.is_file()]
-    tracker.finish(
-        result.out_dir / "results.csv",
-        plots=result.plots,
-        best=best if info else None,
-        artifacts=extra,
-        status="finished" if result.complete else "killed",
-        close_open_trials=result.complete,
-    )
-    before = tracker.registered() if result.complete else None
-    if before is not None and before[2] == str(info.get("trial_id")):
-        name, version, trial = before
-        print(
-            f"the study's best (trial {trial}) was registered before, as {name} version "
-            f"{version}; not registered again"
-        )
-    elif result.complete and result.best_generator is not None and info:
-        exported = torch.load(result.best_generator, map_location="cpu", weights_only=True)
-        # the metrics of exactly the registered weights (the trial's best evaluation), which
-        # can differ from its last evaluation in the results table
-        metrics = {**info["metrics"], **exported.get("metrics", {})}
-        reg = tracker.register_best(
-            result.best_generator,
-            metrics,
-            str(info["trial_id"]),
-            exported["config"],
-            model_name=args.model_name or DEFAULT_MODEL_NAME,
-            paired=_paired_check(result.best_generator, spec.metrics[0], tracker.uri),
-        )
-        print(reg.message)
-    print(f"MLflow UI: {_ui_command(tracker.uri, ui_hint)}")
-    base = tracker.uri if tracker.uri.startswith(("http://", "https://")) else _LOCAL_UI
-    print(f"the study's trials, sorted, with their metrics: {tracker.runs_page(base)}")
-
-
-def _paired_check(
-    candidate: Path, metric: str, uri: str
-) -> Callable[[str], PairedDifference | None]:
-    """What the registry calls with the champion's model URI: the candidate and the champion
-    restore the candidate's validation images (its held-out split, degraded as it was
-    validated), and the per-image differences on ``metric`` get a 95% interval."""
-
-    def check(holder_uri: str) -> PairedDifference | None:
-        from semtune.data.unpaired import build_training_data
-        from semtune.tracking import load_registered_generator_file
-        from semtune.tracking.registration import PairedDifference
-        from semtune.train.loop import score_images
-        from semtune.train.state import load_generator_file
-        from semtune.uncertainty import bootstrap_ci
-
-        mine = load_generator_file(candidate)
-        holder = load_registered_generator_file(holder_uri, tracking_uri=uri)
-        data = build_training_data(mine.config.data)
-        groups = list(data.val_groups)
-        a = score_images(mine.g, data.val, groups)
-        b = score_images(holder.g, data.val, groups)
-        if metric not in a:
-            return None  # not scored per image (ag, con, sf): compare the recorded values
-        d = a[metric] - b[metric]
-        ci = bootstrap_ci({"d": d}, list(range(len(d))))
-        return PairedDifference(
-            metric=metric,
-            mean=float(d.mean()),
-            ci_low=ci["d_ci_low"],
-            ci_high=ci["d_ci_high"],
-            images=len(d),
-        )
-
-    return check
-
-
-_LOCAL_UI = "http://127.0.0.1:5000"
-
-
-def _ui_command(uri: str, ui_hint: Callable[[str], str]) -> str:
-    store = Path.cwd() / "mlruns"
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    if uri != f"sqlite:///{(store / 'mlflow.db').as_posix()}":
-        return str(ui_hint(uri))
-    script = Path(__file__).resolve().parents[1] / "mlflow" / "start-server.sh"
-    if not script.is_file():  # installed without the repository: plain mlflow server
-        return str(ui_hint(uri))
-    if script.parents[1] == Path.cwd().resolve():
-        command = "mlflow/start-server.sh"
-    else:
-        command = f"MLFLOW_STORE={store} {script}"
-    return f"{command}   # serves {_LOCAL_UI}"
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from semtune.cli import add_out, add_tracking_uri, parser
 from semtune.tune.jobs import (
@@ -46,6 +46,9 @@ from semtune.tune.jobs import (
     resolve_address,
     wait,
 )
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 # the library's names, re-exported: semtune.tune.jobs is where they live
 __all__ = [
@@ -80,7 +83,7 @@ docs/cluster.md.
 """
 
 
-def _report(client: Any, job_id: str, status: str) -> int:
+def _report(client: JobSubmissionClient, job_id: str, status: str) -> int:
     info = client.get_job_info(job_id)
     out = (info.metadata or {}).get("semtune.out")
     print(f"\njob {job_id}: {status}" + (f" ({info.message})" if info.message else ""))

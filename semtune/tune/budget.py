@@ -10,14 +10,17 @@ trial's metrics *at that step*, taken from everything it reported to Tune.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from semtune.uncertainty import CI_BOUNDS
+
+if TYPE_CHECKING:
+    from ray.tune import Result
 
 __all__ = ["Budget", "at_equal_budget", "trial_histories"]
 
@@ -41,7 +44,7 @@ class Budget:
         )
 
 
-def trial_histories(results: Any, metrics: Sequence[str]) -> dict[str, pd.DataFrame]:
+def trial_histories(results: Iterable[Result], metrics: Sequence[str]) -> dict[str, pd.DataFrame]:
     """Every evaluation each trial reported to Tune: trial id -> frame indexed by step."""
     out: dict[str, pd.DataFrame] = {}
     for r in results:

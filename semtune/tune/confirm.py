@@ -27,10 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -46,6 +46,9 @@ from semtune.tune.keys import CANDIDATE_KEY, POINT_KEY
 from semtune.tune.progress import short_name
 from semtune.tune.space import PAPER_VALUES, StudySpec
 from semtune.uncertainty import gain_name, seeds_images_ci
+
+if TYPE_CHECKING:
+    from ray.tune import Result
 
 __all__ = [
     "CONFIRM_DIR",
@@ -205,7 +208,7 @@ class Confirmation:
 
 
 def _score_trials(
-    results: Any, cands: Sequence[Candidate], base: TrainConfig, spec: StudySpec
+    results: Iterable[Result], cands: Sequence[Candidate], base: TrainConfig, spec: StudySpec
 ) -> pd.DataFrame:
     data = base.data
     scoring = load_scoring_data(
@@ -260,7 +263,7 @@ def _table(scores: pd.DataFrame, candidate: int, metric: str) -> torch.Tensor:
 
 
 def summarise_confirmation(
-    results: Any,
+    results: Iterable[Result],
     cands: Sequence[Candidate],
     base: TrainConfig,
     spec: StudySpec,

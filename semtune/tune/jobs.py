@@ -17,7 +17,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -343,7 +346,7 @@ def plan_job(
     )
 
 
-def connect(address: str) -> Any:
+def connect(address: str) -> JobSubmissionClient:
     """A ``JobSubmissionClient`` for the jobs API at ``address``; SubmitError if refused."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
@@ -360,12 +363,12 @@ def connect(address: str) -> Any:
         ) from None
 
 
-def _status(client: Any, job_id: str) -> str:
+def _status(client: JobSubmissionClient, job_id: str) -> str:
     status = client.get_job_status(job_id)
     return str(getattr(status, "value", status))
 
 
-def wait(client: Any, job_id: str, timeout_s: float) -> str:
+def wait(client: JobSubmissionClient, job_id: str, timeout_s: float) -> str:
     """The job's status once it ends, or after ``timeout_s``."""
     status = _status(client, job_id)
     deadline = time.monotonic() + timeout_s
@@ -375,7 +378,7 @@ def wait(client: Any, job_id: str, timeout_s: float) -> str:
     return status
 
 
-def follow(client: Any, job_id: str) -> str:
+def follow(client: JobSubmissionClient, job_id: str) -> str:
     """Stream a job's output to stdout until it ends; returns its final status (``SUCCEEDED``,
     ``FAILED`` or ``STOPPED``)."""
 

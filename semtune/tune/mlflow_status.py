@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ray import tune
+from ray.tune.experiment import Trial
 
 from semtune.tune.keys import FINISHED_KEY, NONFINITE_KEY
 
@@ -40,7 +41,7 @@ class TrialStatusCallback(tune.Callback):
     def __init__(self, context: Mapping[str, Any]) -> None:
         self.context = dict(context)
 
-    def _mark(self, trial: Any, errored: bool) -> None:
+    def _mark(self, trial: Trial, errored: bool) -> None:
         from semtune.tracking import mark_trial
 
         status, error = trial_outcome(trial.last_result, errored)
@@ -49,8 +50,12 @@ class TrialStatusCallback(tune.Callback):
         except Exception as exc:  # noqa: BLE001 (a tracking hiccup must not stop the study)
             log.warning("MLflow: status of trial %s not set: %s", trial.trial_id, exc)
 
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self._mark(trial, errored=False)
 
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self._mark(trial, errored=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 from ray import tune
+from ray.tune.experiment import Trial
 
 from semtune.tune.keys import FINISHED_KEY, NONFINITE_KEY, POINT_KEY
 from semtune.uncertainty import CI_BOUNDS, gain_name
@@ -94,7 +95,7 @@ class ProgressTable(tune.Callback):
         self._last_print = -math.inf
         self._last_key: tuple[Any, ...] = ()
 
-    def frame(self, trials: Sequence[Any]) -> pd.DataFrame:
+    def frame(self, trials: Sequence[Trial]) -> pd.DataFrame:
         rows = []
         for t in trials:
             last = t.last_result or {}
@@ -114,7 +115,7 @@ class ProgressTable(tune.Callback):
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         now = time.monotonic()
         key = tuple((t.trial_id, t.status) for t in trials)
         since = now - self._last_print

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pandas as pd
@@ -24,6 +24,9 @@ from semtune.tune.report import pareto_mask, write_plots
 from semtune.tune.searcher import TUNE_TRIAL_ATTR
 from semtune.tune.space import StudySpec
 from semtune.uncertainty import CI_BOUNDS, gain_name
+
+if TYPE_CHECKING:
+    from ray.tune import Result
 
 __all__ = [
     "StudyResult",
@@ -59,7 +62,7 @@ class StudyResult:
     confirmation: Confirmation | None = None
 
 
-def results_frame(results: Any, spec: StudySpec, study: optuna.Study) -> pd.DataFrame:
+def results_frame(results: Iterable[Result], spec: StudySpec, study: optuna.Study) -> pd.DataFrame:
     """One row per trial: Optuna number and state, status, parameters, step and metrics."""
     by_tune_id = {t.user_attrs.get(TUNE_TRIAL_ATTR): t for t in study.get_trials(deepcopy=False)}
     params = [p.path for p in spec.space]
@@ -122,7 +125,7 @@ def _rank(scored: pd.DataFrame, spec: StudySpec) -> pd.DataFrame:
     return scored.loc[[idx]]
 
 
-def export_generator(results: Any, trial_id: str, dest: Path) -> Path | None:
+def export_generator(results: Iterable[Result], trial_id: str, dest: Path) -> Path | None:
     for r in results:
         rid = (r.metrics or {}).get("trial_id")
         if rid != trial_id or r.checkpoint is None:
@@ -142,7 +145,7 @@ _TRAINING_STATE = "last.pt"
 
 
 def slim_checkpoints(
-    results: Any, printer: Callable[[str], None], what: str = "the finished trials"
+    results: Iterable[Result], printer: Callable[[str], None], what: str = "the finished trials"
 ) -> None:
     """Drop what no one will read from a complete study's checkpoints (local storage only).
 
@@ -186,7 +189,7 @@ def _table_text(table: pd.DataFrame, spec: StudySpec) -> str:
 
 
 def summarise(
-    results: Any,
+    results: Iterable[Result],
     spec: StudySpec,
     study: optuna.Study,
     out: Path,
@@ -291,7 +294,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def record_winner(out: Path, conf: Confirmation, results: Any, spec: StudySpec) -> None:
+def record_winner(
+    out: Path, conf: Confirmation, results: Iterable[Result], spec: StudySpec
+) -> None:
     """best_trial.json names the confirmed winner (the search's best is kept under
     ``search_best``): what MLflow registers."""
     path = out / "best_trial.json"

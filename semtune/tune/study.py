@@ -310,8 +310,9 @@ def run_study(
             printer=printer,
             progress_interval_s=progress_interval_s,
         )
-        results = tuner.fit()
-        complete = results.num_terminated + results.num_errors == len(results)
+        grid = tuner.fit()
+        complete = grid.num_terminated + grid.num_errors == len(grid)
+        results = [grid[i] for i in range(len(grid))]
         study = optuna.load_study(study_name=spec.study, storage=storage)
         if complete:
             closed = close_orphans(study, keep=set())
@@ -388,8 +389,9 @@ def _confirm(
             ),
             run_config=_run_config(CONFIRM_DIR, spec, tune_root, [progress, *callbacks]),
         )
-    results = tuner.fit()
-    if results.num_terminated + results.num_errors != len(results):
+    grid = tuner.fit()
+    results = [grid[i] for i in range(len(grid))]
+    if grid.num_terminated + grid.num_errors != len(grid):
         printer(f"confirmation interrupted: continue it with --resume --out {out}")
         return dataclasses.replace(result, complete=False)
     conf = summarise_confirmation(results, cands, base, spec, out, printer)

@@ -164,11 +164,11 @@ def test_the_champion_is_re_scored_beside_a_candidate_on_the_same_images(
 ) -> None:
     """What the registry calls before moving the alias (issue 12): both models restore the
     candidate's validation images; the same model against itself differs by exactly 0."""
-    from semtune.search import _paired_check
     from semtune.train.state import load_generator_file
+    from semtune.tune.tracked import paired_check
 
     out, uri = search_run["out"], search_run["uri"]
-    same = _paired_check(out / "best_generator.pt", "ssim", uri)("models:/search-cli-model/1")
+    same = paired_check(out / "best_generator.pt", "ssim", uri)("models:/search-cli-model/1")
     assert same.metric == "ssim" and same.images == 4  # the tiny split holds out 4 images
     assert same.mean == 0 and same.ci_low == 0 and same.ci_high == 0
     best = json.loads((out / "best_trial.json").read_text())["trial_id"]
@@ -179,5 +179,5 @@ def test_the_champion_is_re_scored_beside_a_candidate_on_the_same_images(
         and load_generator_file(p).config.loss.gamma
         != load_generator_file(out / "best_generator.pt").config.loss.gamma
     )
-    diff = _paired_check(other, "ssim", uri)("models:/search-cli-model/1")
+    diff = paired_check(other, "ssim", uri)("models:/search-cli-model/1")
     assert diff.mean != 0 and diff.ci_low <= diff.mean <= diff.ci_high

@@ -62,21 +62,21 @@ The four blurred planes are ``x``, ``y``, ``x**2 + y**2`` (only the sum of the t
 enters SSIM) and ``x * y``, blurred together. Without autograd, the temporaries of each chunk
 live in one scratch buffer reused across chunks (``out=`` / in-place calls).
 
-Size: longer than ~400 lines because of about 250 of its lines are the fast path (chunked,
-scratch-buffered SSIM and the one-pass ``all_metrics``, measured in bench/bench_metrics.py); the
-public functions come last.
+The blocked convolutions and the in-place SSIM formula are in ``semtune.ssim_kernel``.
+
+Size: about 500 lines, of which the argument checks, the chunking and the one-pass
+``all_metrics`` (measured in bench/bench_metrics.py) are half; the public functions come last.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 import torch
-import torch.nn.functional as nnf
 from torch import Tensor, nn
+
+from semtune.ssim_kernel import BLOCK, region, ssim_valid_map
 
 __all__ = [
     "SSIM",
@@ -104,8 +104,6 @@ _CHUNK_PIXELS = 8 * 256 * 256
 # between chunks, re-faulting it can double the time: jemalloc/tcmalloc, or raising
 # MALLOC_TRIM_THRESHOLD_ and MALLOC_MMAP_THRESHOLD_, avoid that; bench_metrics.py counts faults.)
 _SCRATCH_PLANES = 4
-# Block width of both 1-D passes: 8 float32 = one AVX2 register. W is zero-padded to a multiple.
-_P = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,15 +185,10 @@ def _scratch(x: Tensor, y: Tensor | None, chunks: list[slice]) -> Tensor | None:
         return None
     _, c, h, w = x.shape
     images = chunks[0].stop - chunks[0].start
-    wp = w + (-w % _P)
+    wp = w + (-w % BLOCK)
     return torch.empty(
         _SCRATCH_PLANES * images * c * h * wp, dtype=_work_dtype(x, y), device=x.device
     )
-
-
-def _region(buf: Tensor, slot: int, index: int, shape: tuple[int, ...]) -> Tensor:
-    """Slot ``index`` (of ``slot`` elements, ``_SCRATCH_PLANES`` of them) viewed as ``shape``."""
-    return buf[index * slot : index * slot + math.prod(shape)].view(shape)
 
 
 def _cat(parts: list[Tensor]) -> Tensor:
@@ -204,150 +197,6 @@ def _cat(parts: list[Tensor]) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------
 # SSIM
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """Geometry of the two blur passes for one (H, W, window) triple.
-
-    The input is zero-padded on the right by ``pad_w`` columns to a multiple of ``_P``. The
-    vertical pass keeps the valid rows only (``rows = H - k + 1``); the horizontal pass pads
-    ``pad_h`` blocks of zeros on each side and returns ``cols_out`` columns, of which
-    ``[col0, col0 + cols)`` are the valid ones (``cols = W - k + 1``).
-    """
-
-    rows: int
-    cols: int
-    pad_w: int
-    pad_h: int
-    cols_out: int
-
-    @property
-    def col0(self) -> int:
-        return _P * self.pad_h
-
-
-@lru_cache(maxsize=64)
-def _plan(h: int, w: int, k: int) -> _Plan:
-    rows, cols = h - k + 1, w - k + 1
-    pad_w = -w % _P
-    nb = -(-(_P + k - 1) // _P)  # input blocks one output block reads
-    blocks = (w + pad_w) // _P
-    pad_h = 0
-    while (blocks + 2 * pad_h - nb + 1) * _P < _P * pad_h + cols:
-        pad_h += 1  # the smallest padding whose output blocks cover every valid column
-    return _Plan(rows, cols, pad_w, pad_h, (blocks + 2 * pad_h - nb + 1) * _P)
-
-
-@lru_cache(maxsize=32)
-def _gaussian(window_size: int, sigma: float) -> tuple[float, ...]:
-    r = (window_size - 1) / 2
-    w = [math.exp(-((i - r) ** 2) / (2 * sigma * sigma)) for i in range(window_size)]
-    s = sum(w)
-    return tuple(v / s for v in w)
-
-
-@lru_cache(maxsize=64)
-def _kernels(
-    window_size: int, sigma: float, scale: float, dtype: torch.dtype, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """Depthwise vertical ``(P, 1, k, 1)`` and polyphase horizontal ``(P, P, 1, nb)`` kernels.
-
-    Vertical: every column of a block (a channel) gets the same 1-D window along the rows.
-    Horizontal: output block ``j`` (``P`` channels = ``P`` adjacent columns) reads the input
-    blocks ``j .. j + nb - 1``; tap ``t`` of output column ``o`` sits at offset ``o + t`` from
-    the first of them. ``scale`` multiplies the horizontal kernel.
-    """
-    g = torch.tensor(_gaussian(window_size, sigma), dtype=torch.float64)
-    kv = g.view(1, 1, window_size, 1).repeat(_P, 1, 1, 1)
-    nb = -(-(_P + window_size - 1) // _P)
-    kh = torch.zeros(_P, _P, 1, nb, dtype=torch.float64)
-    for o in range(_P):
-        for t in range(window_size):
-            kh[o, (o + t) % _P, 0, (o + t) // _P] = g[t] * scale
-    cl = torch.channels_last
-    return (
-        kv.to(dtype=dtype, device=device).contiguous(memory_format=cl),
-        kh.to(dtype=dtype, device=device).contiguous(memory_format=cl),
-    )
-
-
-def _blocks(t: Tensor) -> Tensor:
-    """``(m, R, W)`` contiguous, ``W % P == 0`` -> the channels-last view ``(m, P, R, W / P)``."""
-    m, r, w = t.shape
-    return t.view(m, r, w // _P, _P).permute(0, 3, 1, 2)
-
-
-def _unblocks(t: Tensor) -> Tensor:
-    """Inverse of ``_blocks`` for a channels-last ``(m, P, R, n)``: ``(m, R, n P)``, no copy."""
-    m, _, r, n = t.shape
-    return t.permute(0, 2, 3, 1).reshape(m, r, n * _P)
-
-
-def _ssim_valid_map(
-    x: Tensor,
-    y: Tensor,
-    window_size: int,
-    sigma: float,
-    c1: float,
-    c2: float,
-    buf: Tensor | None = None,
-) -> Tensor:
-    """SSIM map over the valid region of ``(n, C, H, W)`` images: ``(n C, rows, cols)``.
-
-    ``buf``: scratch (see ``_scratch``) for the chunk when no gradient is tracked, else None.
-    """
-    n, c, h, w = x.shape
-    m = n * c
-    k = window_size
-    plan = _plan(h, w, k)
-    wp = w + plan.pad_w
-    xs = x.reshape(m, h, w)
-    ys = y.reshape(m, h, w)
-
-    # The four planes to blur, side by side; one depthwise call blurs them all along the rows.
-    slot = m * h * wp  # one padded plane per image of the chunk
-    t = _region(buf, slot, 0, (4, m, h, wp)) if buf is not None else xs.new_empty(4, m, h, wp)
-    if plan.pad_w:
-        # Zero, not just ignored: the polyphase kernel multiplies them by its zero taps.
-        t[..., w:] = 0
-    t[0, :, :, :w] = xs
-    t[1, :, :, :w] = ys
-    if buf is not None:
-        torch.mul(xs, xs, out=t[2, :, :, :w]).addcmul_(ys, ys)
-        torch.mul(xs, ys, out=t[3, :, :, :w])
-    else:
-        t[2, :, :, :w] = xs * xs + ys * ys
-        t[3, :, :, :w] = xs * ys
-    kv, kh = _kernels(k, sigma, 1.0, t.dtype, t.device)
-    v = _unblocks(nnf.conv2d(_blocks(t.view(4 * m, h, wp)), kv, groups=_P))  # (4m, rows, wp)
-
-    def hblur(planes: Tensor, scale: float) -> Tensor:
-        kernel = kh if scale == 1.0 else _kernels(k, sigma, scale, t.dtype, t.device)[1]
-        z = _unblocks(nnf.conv2d(_blocks(planes), kernel, padding=(0, plan.pad_h)))
-        return z[..., plan.col0 : plan.col0 + plan.cols]
-
-    mxy = hblur(v[: 2 * m], 1.0)
-    mx, my = mxy[:m], mxy[m:]
-    s = hblur(v[2 * m : 3 * m], 1.0)  # mean of x^2 + y^2
-    p2 = hblur(v[3 * m :], 2.0)  # 2 * mean of x y (scaling by 2 is exact)
-    del v
-    # Eq. 6 as num1 num2 / (den1 den2). s - mx^2 - my^2 and p2 - 2 mx my nearly cancel where
-    # the image is flat, so they are formed before C2 is added: adding it to s first rounds
-    # away low bits that survive the cancellation (ten times the float32 error against float64).
-    c1_t = torch.tensor(c1, dtype=t.dtype, device=t.device)
-    if buf is not None:  # the planes in t are spent: num1 and den1 take their place
-        shape = (m, plan.rows, plan.cols)
-        num1 = torch.addcmul(c1_t, mx, my, value=2.0, out=_region(buf, slot, 0, shape))
-        den1 = torch.addcmul(c1_t, mx, mx, out=_region(buf, slot, 1, shape)).addcmul_(my, my)
-        num2 = p2.addcmul_(mx, my, value=-2.0).add_(c2)
-        den2 = s.addcmul_(mx, mx, value=-1.0).addcmul_(my, my, value=-1.0).add_(c2)
-        return num1.mul_(num2).div_(den1.mul_(den2))
-    num1 = torch.addcmul(c1_t, mx, my, value=2.0)
-    den1 = torch.addcmul(torch.addcmul(c1_t, mx, mx), my, my)
-    num2 = torch.addcmul(p2, mx, my, value=-2.0) + c2
-    den2 = torch.addcmul(torch.addcmul(s, mx, mx, value=-1.0), my, my, value=-1.0) + c2
-    return (num1 * num2) / (den1 * den2)
 
 
 def _ssim_per_image(
@@ -360,7 +209,7 @@ def _ssim_per_image(
     buf: Tensor | None,
 ) -> Tensor:
     n, c = x.shape[:2]
-    m = _ssim_valid_map(x, y, window_size, sigma, c1, c2, buf)
+    m = ssim_valid_map(x, y, window_size, sigma, c1, c2, buf)
     return m.reshape(n, c, -1).mean(dim=(1, 2))
 
 
@@ -391,7 +240,7 @@ def ssim_map(
     b, c, h, w = x.shape
     _check_window(window_size, sigma, h, w)
     dt = _work_dtype(x, y)
-    m = _ssim_valid_map(x.to(dt), y.to(dt), window_size, float(sigma), c1, c2)
+    m = ssim_valid_map(x.to(dt), y.to(dt), window_size, float(sigma), c1, c2)
     return m.reshape(b, c, *m.shape[1:])
 
 
@@ -441,7 +290,7 @@ def ssim(
 
 def _mse(x: Tensor, y: Tensor, buf: Tensor | None) -> Tensor:
     if buf is not None:
-        d = torch.sub(x, y, out=_region(buf, 0, 0, tuple(x.shape))).square_()
+        d = torch.sub(x, y, out=region(buf, 0, 0, tuple(x.shape))).square_()
     else:
         d = (x - y).square()
     # square().sum(): cascade summation; vector_norm(d).square() was 10x less accurate.
@@ -487,10 +336,10 @@ def _difference_stats(x: Tensor, buf: Tensor | None) -> tuple[Tensor, Tensor, Te
     dims = (1, 2, 3)
     if buf is not None:
         slot = n * c * h * w
-        dh = torch.sub(x[..., 1:], x[..., :-1], out=_region(buf, slot, 0, (n, c, h, w - 1)))
-        dv = torch.sub(x[..., 1:, :], x[..., :-1, :], out=_region(buf, slot, 1, (n, c, h - 1, w)))
+        dh = torch.sub(x[..., 1:], x[..., :-1], out=region(buf, slot, 0, (n, c, h, w - 1)))
+        dv = torch.sub(x[..., 1:, :], x[..., :-1, :], out=region(buf, slot, 1, (n, c, h - 1, w)))
         dh2, dv2 = dh.square_(), dv.square_()
-        g = _region(buf, slot, 2, (n, c, h - 1, w - 1))
+        g = region(buf, slot, 2, (n, c, h - 1, w - 1))
         torch.add(dh2[..., :-1, :], dv2[..., :-1], out=g).sqrt_()
     else:
         dh2 = (x[..., 1:] - x[..., :-1]).square()

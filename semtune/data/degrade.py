@@ -25,8 +25,7 @@ Conventions (see docs/synthetic_sets.md for the calibration):
   images in the batch, and a set can be made in chunks: ``degrade(x[a:b], s, seed=k,
   index_offset=a)`` equals rows ``a:b`` of ``degrade(x, s, seed=k)``.
 
-Size: longer than ~400 lines because of the three kernels (Gaussian, motion, defocus), fog and
-the sets built from them share the seeded random streams that make a set reproducible.
+The blur kernels and convolutions are in ``semtune.data.blur`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -36,13 +35,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import kornia
 import numpy as np
-import scipy.fft
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from semtune.data.blur import (
+    check_images,
+    check_positive,
+    compose,
+    convolve,
+    convolve_unchecked,
+    defocus_blur,
+    disk_kernel,
+    embed,
+    gaussian_blur,
+    gaussian_kernel,
+    is_int,
+    is_real,
+    motion_blur,
+    motion_kernel,
+)
 from semtune.data.noise import NoiseConfig, add_noise
 
 __all__ = [
@@ -71,9 +84,6 @@ ALL_SETS: tuple[str, ...] = SETS + NOISY_SETS
 BLUR_KERNELS: tuple[str, ...] = ("gaussian", "motion", "defocus")
 _HYBRID_READINGS: tuple[str, ...] = ("sequence", "random")
 
-# Direct convolution costs k^2 per pixel, FFT roughly a constant: from this PSF size on, the
-# FFT is faster on CPU for 256x256 images (an 11x11 disk: about 2x).
-_FFT_MIN_KERNEL = 9
 # Pixels per batched call in degrade(): 4M (16 MB in float32) per temporary.
 _CHUNK_PIXELS = 1 << 22
 
@@ -81,42 +91,6 @@ _CHUNK_PIXELS = 1 << 22
 # --------------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------------
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
-def _check_positive(name: str, value: object) -> None:
-    if not _is_real(value) or not 0.0 < float(value) < math.inf:  # type: ignore[arg-type]
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_odd_size(name: str, value: object) -> None:
-    if not _is_int(value) or value < 1 or value % 2 == 0:  # type: ignore[operator]
-        raise ValueError(f"{name} must be an odd int >= 1, got {value!r}")
-
-
-def _check_images(x: object) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"expected images of shape (B, 1, H, W), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected a floating-point tensor, got {x.dtype}")
-
-
-def _check_fits(x: Tensor, kernel_size: int) -> None:
-    # Reflect padding mirrors without the edge pixel, so it needs more than k // 2 pixels.
-    if min(x.shape[-2:]) <= kernel_size // 2:
-        raise ValueError(
-            f"images of size {tuple(x.shape[-2:])} are too small for a {kernel_size}x"
-            f"{kernel_size} PSF with reflect borders: each side must exceed {kernel_size // 2}"
-        )
 
 
 def _check_set(set_name: str) -> None:
@@ -143,202 +117,6 @@ def _per_image(
     return generators
 
 
-# --------------------------------------------------------------------------------------------
-# Kernels
-# --------------------------------------------------------------------------------------------
-
-
-def gaussian_kernel(kernel_size: int = 7, sigma: float = 1.0) -> Tensor:
-    """Sampled, normalised 2D Gaussian (paper eq. 17).
-
-    Args:
-        kernel_size: odd side length in pixels (>= 1).
-        sigma: standard deviation in pixels (> 0).
-
-    Returns:
-        ``(kernel_size, kernel_size)`` float32 kernel that sums to 1.
-    """
-    _check_odd_size("kernel_size", kernel_size)
-    _check_positive("sigma", sigma)
-    kernel = kornia.filters.get_gaussian_kernel2d(kernel_size, (float(sigma), float(sigma)))
-    return kernel[0].to(torch.float32)
-
-
-def motion_kernel(length: int = 10, angle: float = 0.0) -> Tensor:
-    """Linear motion-blur kernel: a uniform segment of ``length`` pixels (paper eq. 19).
-
-    Each tap of the horizontal line gets the exact length of the segment ``[-length/2, length/2]``
-    that falls in its pixel, so even lengths stay centred: length 10 gives nine taps of 1/10 and
-    two end taps of 1/20 (kornia's motion kernel only takes odd sizes). The line is then turned
-    with kornia's bilinear rotation.
-
-    Args:
-        length: segment length in pixels (>= 1).
-        angle: direction in degrees, counter-clockwise as displayed (rows run down); 0 is a
-            horizontal streak.
-
-    Returns:
-        ``(k, k)`` float32 kernel summing to 1, ``k`` the smallest odd size that holds the
-        segment (11 for length 10).
-    """
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be an int >= 1, got {length!r}")
-    if not math.isfinite(angle):
-        raise ValueError(f"angle must be finite, got {angle!r}")
-    half = math.ceil(length / 2 - 0.5)
-    size = 2 * half + 1
-    centres = torch.arange(size, dtype=torch.float64) - half
-    lo = torch.clamp(centres - 0.5, min=-length / 2)
-    hi = torch.clamp(centres + 0.5, max=length / 2)
-    row = torch.clamp(hi - lo, min=0.0) / length
-    kernel = torch.zeros(size, size, dtype=torch.float64)
-    kernel[half] = row
-    if angle % 360.0 != 0.0:
-        rotated = kornia.geometry.transform.rotate(
-            kernel[None, None], torch.tensor([float(angle)], dtype=torch.float64)
-        )[0, 0]
-        kernel = rotated / rotated.sum()
-    return kernel.to(torch.float32)
-
-
-def disk_kernel(radius: float = 5) -> Tensor:
-    """Uniform out-of-focus disk (paper eq. 20), sampled at pixel centres.
-
-    Args:
-        radius: disk radius in pixels (> 0); pixels whose centre is within ``radius`` of the
-            kernel centre are inside.
-
-    Returns:
-        ``(k, k)`` float32 kernel with ``k = 2 * floor(radius) + 1``, equal to one over the number
-        of pixels inside the disk there and zero elsewhere (81 pixels for radius 5, against
-        ``pi r^2 = 78.5`` in the continuous formula).
-    """
-    _check_positive("radius", radius)
-    half = math.floor(radius)
-    offsets = torch.arange(-half, half + 1, dtype=torch.float64)
-    inside = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius**2
-    kernel = inside.to(torch.float64)
-    return (kernel / kernel.sum()).to(torch.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# Blurs
-# --------------------------------------------------------------------------------------------
-
-
-def gaussian_blur(x: Tensor, kernel_size: int = 7, sigma: float = 1.0) -> Tensor:
-    """Gaussian blur with reflect borders (kornia, separable).
-
-    Args:
-        x: ``(B, 1, H, W)`` float images in [0, 1]; ``H, W > kernel_size // 2``.
-        kernel_size: odd side length in pixels.
-        sigma: standard deviation in pixels.
-
-    Returns:
-        ``(B, 1, H, W)`` blurred images.
-    """
-    _check_images(x)
-    _check_odd_size("kernel_size", kernel_size)
-    _check_positive("sigma", sigma)
-    _check_fits(x, kernel_size)
-    return kornia.filters.gaussian_blur2d(
-        x, kernel_size, (float(sigma), float(sigma)), border_type="reflect"
-    )
-
-
-def motion_blur(x: Tensor, length: int = 10, angle: float = 0.0) -> Tensor:
-    """Linear motion blur (see :func:`motion_kernel`) with reflect borders.
-
-    Args:
-        x: ``(B, 1, H, W)`` float images in [0, 1].
-        length: streak length in pixels.
-        angle: streak direction in degrees, counter-clockwise; 0 is horizontal.
-
-    Returns:
-        ``(B, 1, H, W)`` blurred images.
-    """
-    _check_images(x)
-    return _convolve(x, motion_kernel(length, angle))
-
-
-def defocus_blur(x: Tensor, radius: float = 5.0) -> Tensor:
-    """Out-of-focus blur by a uniform disk (see :func:`disk_kernel`) with reflect borders.
-
-    Args:
-        x: ``(B, 1, H, W)`` float images in [0, 1].
-        radius: disk radius in pixels.
-
-    Returns:
-        ``(B, 1, H, W)`` blurred images.
-    """
-    _check_images(x)
-    return _convolve(x, disk_kernel(radius))
-
-
-def convolve(x: Tensor, psf: Tensor) -> Tensor:
-    """Convolve images with one PSF, reflect borders (the sets' own convolution).
-
-    Args:
-        x: ``(B, 1, H, W)`` float images; each side must exceed the PSF's radius.
-        psf: ``(k, k)`` kernel, ``k`` odd, e.g. a trained F's (sum 1 keeps brightness).
-
-    Returns:
-        ``(B, 1, H, W)`` blurred images.
-    """
-    _check_images(x)
-    if not isinstance(psf, Tensor) or psf.ndim != 2 or psf.shape[0] != psf.shape[1]:
-        raise ValueError(f"psf must be a square (k, k) tensor, got {getattr(psf, 'shape', psf)}")
-    _check_odd_size("psf size", psf.shape[0])
-    return _convolve(x, psf.float())
-
-
-def _convolve(x: Tensor, psf: Tensor) -> Tensor:
-    """Convolve ``x`` (B, 1, H, W) with one PSF (k, k), by the cheapest exact route.
-
-    A rank-1 PSF (Gaussian, motion at 0 or 90 degrees) runs as two 1-D passes, a small one
-    directly, a large one by FFT.
-    """
-    psf = _trim(psf)
-    size = psf.shape[-1]
-    _check_fits(x, size)
-    factors = _separable_factors(psf)
-    if factors is not None:
-        column, row = factors
-        return _filter1d(_filter1d(x, row, dim=-1), column, dim=-2)
-    psf = psf.to(device=x.device, dtype=x.dtype)
-    if size < _FFT_MIN_KERNEL:
-        return kornia.filters.filter2d(x, psf[None], border_type="reflect", behaviour="conv")
-    return _fft_convolve(x, psf)
-
-
-def _filter1d(x: Tensor, taps: Tensor, dim: int) -> Tensor:
-    """Convolve along ``dim`` (-1 or -2) with odd-length ``taps``, reflect borders.
-
-    Written as a sum of shifted copies: for these 1-channel images and 1-D taps it runs about 3x
-    faster on CPU than conv2d (kornia's filter2d_separable), and skips zero taps.
-    """
-    taps = _trim_taps(taps)
-    weights = taps.flip(0).tolist()  # convolution = correlation with the flipped taps
-    pad = len(weights) // 2
-    if pad == 0:
-        return x * weights[0]
-    padded = F.pad(x, (pad, pad, 0, 0) if dim == -1 else (0, 0, pad, pad), mode="reflect")
-    length = x.shape[dim]
-    out = padded.narrow(dim, 0, length) * weights[0]
-    for shift, weight in enumerate(weights[1:], start=1):
-        if weight != 0.0:
-            out.add_(padded.narrow(dim, shift, length), alpha=weight)
-    return out
-
-
-def _trim_taps(taps: Tensor) -> Tensor:
-    """Drop (near-)zero taps at both ends in pairs, keeping the centre."""
-    tol = 1e-7 * float(taps.abs().max())
-    while taps.numel() > 1 and abs(float(taps[0])) <= tol and abs(float(taps[-1])) <= tol:
-        taps = taps[1:-1]
-    return taps
-
-
 def _convolve_each(x: Tensor, choices: Sequence[Tensor], picks: Tensor) -> Tensor:
     """Convolve image ``i`` with ``choices[picks[i]]``, a few batched calls per distinct PSF.
 
@@ -353,63 +131,9 @@ def _convolve_each(x: Tensor, choices: Sequence[Tensor], picks: Tensor) -> Tenso
         for start in range(0, len(index), step):
             part = index[start : start + step]
             if len(part) == len(x):  # everything in one call: no gather
-                return _convolve(x, choices[choice])
-            out.index_copy_(0, part, _convolve(x.index_select(0, part), choices[choice]))
+                return convolve_unchecked(x, choices[choice])
+            out.index_copy_(0, part, convolve_unchecked(x.index_select(0, part), choices[choice]))
     return out
-
-
-def _separable_factors(psf: Tensor) -> tuple[Tensor, Tensor] | None:
-    """(column, row) with ``psf == column[:, None] * row[None, :]``, or None if not rank 1."""
-    u, s, vh = torch.linalg.svd(psf.to(torch.float64))
-    # float32 kernels are rank 1 only up to rounding
-    if s.numel() > 1 and s[1] > 1e-6 * s[0]:
-        return None
-    # The sign of a singular pair is arbitrary; the PSF is non-negative, so keep both factors so.
-    sign = 1.0 if u[:, 0].sum() >= 0 else -1.0
-    scale = s[0].sqrt()
-    return sign * scale * u[:, 0], sign * scale * vh[0]
-
-
-def _trim(psf: Tensor) -> Tensor:
-    """Drop all-zero outer rings of an odd square PSF (undoes :func:`_embed`)."""
-    while psf.shape[-1] > 1 and not (
-        psf[0].any() or psf[-1].any() or psf[:, 0].any() or psf[:, -1].any()
-    ):
-        psf = psf[1:-1, 1:-1]
-    return psf
-
-
-def _fft_convolve(x: Tensor, psf: Tensor) -> Tensor:
-    """Reflect-padded convolution of (B, 1, H, W) images with one (k, k) PSF by FFT, k odd."""
-    size = psf.shape[-1]
-    pad = size // 2
-    height, width = x.shape[-2:]
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    # Zero-padding up to a smooth FFT size is safe: the kept window never reads past H + 2 pad.
-    fft_h = scipy.fft.next_fast_len(height + 2 * pad, real=True)
-    fft_w = scipy.fft.next_fast_len(width + 2 * pad, real=True)
-    spectrum = torch.fft.rfft2(padded, s=(fft_h, fft_w))
-    psf_spectrum = torch.fft.rfft2(psf, s=(fft_h, fft_w))
-    # The PSF sits at the top-left corner, so the output is shifted by ``pad``: with the input
-    # padded by ``pad`` too, the un-padded image lands at [2 pad, 2 pad + H).
-    out = torch.fft.irfft2(spectrum * psf_spectrum, s=(fft_h, fft_w))
-    return out[..., 2 * pad : 2 * pad + height, 2 * pad : 2 * pad + width].contiguous()
-
-
-def _compose(kernels: Sequence[Tensor]) -> Tensor:
-    """Full convolution of odd square kernels: the PSF of applying them one after the other."""
-    out = kernels[0].to(torch.float64)
-    for kernel in kernels[1:]:
-        k = kernel.to(torch.float64)
-        size = k.shape[-1]
-        out = F.conv2d(out[None, None], k.flip(-1, -2)[None, None], padding=size - 1)[0, 0]
-    return (out / out.sum()).to(torch.float32)
-
-
-def _embed(psf: Tensor, size: int) -> Tensor:
-    """Zero-pad an odd (k, k) PSF to (size, size), keeping its centre."""
-    pad = (size - psf.shape[-1]) // 2
-    return F.pad(psf, (pad, pad, pad, pad))
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,33 +187,33 @@ class DegradeConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     def __post_init__(self) -> None:
-        if not _is_int(self.gaussian_kernel) or self.gaussian_kernel < 1:
+        if not is_int(self.gaussian_kernel) or self.gaussian_kernel < 1:
             raise ValueError(
                 f"gaussian_kernel must be an odd int >= 1, got {self.gaussian_kernel!r}"
             )
         if self.gaussian_kernel % 2 == 0:
             raise ValueError(f"gaussian_kernel must be odd, got {self.gaussian_kernel!r}")
-        _check_positive("gaussian_sigma", self.gaussian_sigma)
-        if not _is_int(self.motion_length) or self.motion_length < 1:
+        check_positive("gaussian_sigma", self.gaussian_sigma)
+        if not is_int(self.motion_length) or self.motion_length < 1:
             raise ValueError(f"motion_length must be an int >= 1, got {self.motion_length!r}")
-        if not _is_real(self.motion_angle) or not math.isfinite(self.motion_angle):
+        if not is_real(self.motion_angle) or not math.isfinite(self.motion_angle):
             raise ValueError(f"motion_angle must be a finite number, got {self.motion_angle!r}")
-        _check_positive("defocus_radius", self.defocus_radius)
-        if not _is_real(self.fog_airlight) or not 0.0 <= self.fog_airlight <= 1.0:
+        check_positive("defocus_radius", self.defocus_radius)
+        if not is_real(self.fog_airlight) or not 0.0 <= self.fog_airlight <= 1.0:
             raise ValueError(f"fog_airlight must be in [0, 1], got {self.fog_airlight!r}")
-        if not _is_real(self.fog_depth) or not 0.0 <= self.fog_depth < math.inf:
+        if not is_real(self.fog_depth) or not 0.0 <= self.fog_depth < math.inf:
             raise ValueError(f"fog_depth must be a finite number >= 0, got {self.fog_depth!r}")
         beta = self.fog_beta
         if (
             not isinstance(beta, tuple)
             or len(beta) != 2
-            or not all(_is_real(b) and math.isfinite(b) for b in beta)
+            or not all(is_real(b) and math.isfinite(b) for b in beta)
             or not 0.0 <= beta[0] <= beta[1]
         ):
             raise ValueError(
                 f"fog_beta must be a tuple (low, high), 0 <= low <= high, got {beta!r}"
             )
-        if not _is_int(self.fog_scale) or self.fog_scale < 1:
+        if not is_int(self.fog_scale) or self.fog_scale < 1:
             raise ValueError(f"fog_scale must be an int >= 1, got {self.fog_scale!r}")
         if self.hybrid not in _HYBRID_READINGS:
             raise ValueError(f"hybrid must be one of {_HYBRID_READINGS}, got {self.hybrid!r}")
@@ -508,7 +232,7 @@ class DegradeConfig:
     def kernel(self, name: str) -> Tensor:
         """The PSF of blur ``name`` (from ``BLUR_KERNELS``, or a ``'+'``-joined chain of them)."""
         if "+" in name:
-            return _compose([self.kernel(part) for part in name.split("+")])
+            return compose([self.kernel(part) for part in name.split("+")])
         makers = {
             "gaussian": lambda: gaussian_kernel(self.gaussian_kernel, self.gaussian_sigma),
             "motion": lambda: motion_kernel(self.motion_length, self.motion_angle),
@@ -545,7 +269,7 @@ def fog(
     Returns:
         ``(B, 1, H, W)`` fogged images in [0, 1].
     """
-    _check_images(x)
+    check_images(x)
     generators = _per_image(generator, x.shape[0])
     transmission = _transmission(x.shape, generators, config).to(device=x.device, dtype=x.dtype)
     return _fog_inplace(x.clone(), transmission, config.fog_airlight)
@@ -613,7 +337,7 @@ def image_generator(seed: int, index: int) -> torch.Generator:
     unrelated streams.
     """
     for name, value in (("seed", seed), ("index", index)):
-        if not _is_int(value) or value < 0:
+        if not is_int(value) or value < 0:
             raise ValueError(f"{name} must be an int >= 0, got {value!r}")
     state = np.random.SeedSequence(entropy=seed, spawn_key=(index,)).generate_state(1, np.uint64)
     return torch.Generator().manual_seed(int(state[0]))
@@ -638,7 +362,7 @@ def set_psf(set_name: str, config: DegradeConfig = DegradeConfig()) -> tuple[Ten
         return (config.kernel("+".join(config.hybrid_kernels)),)
     choices = [config.kernel(name) for name in config.hybrid_kernels]
     size = max(k.shape[-1] for k in choices)
-    return tuple(_embed(k, size) for k in choices)
+    return tuple(embed(k, size) for k in choices)
 
 
 def degrade(
@@ -664,7 +388,7 @@ def degrade(
     Returns:
         :class:`Degraded` with the degraded images and each image's blur PSF.
     """
-    _check_images(x)
+    check_images(x)
     _check_set(set_name)
     batch = x.shape[0]
     generators = [image_generator(seed, index_offset + i) for i in range(batch)]

@@ -185,6 +185,10 @@ def test_search_runs_a_study_on_the_cluster_given_its_address_with_shared_storag
     space = tmp_path / "space.yaml"
     data = _space(ADDRESS_STUDY)
     data["base"]["overrides"]["data.clean_dir"] = str(repo_root / "data" / "sample" / "train")
+    # with its confirmation stage: the best configuration and the control retrained with two
+    # seeds each, on the cluster too (issue 12)
+    confirm = repo_root / "data" / "sample" / "confirm"
+    data["confirm"] = {"top_k": 1, "seeds": 2, "data": [str(confirm)], "crops": 8}
     space.write_text(yaml.safe_dump(data, sort_keys=False))
     out, shared = tmp_path / "study", tmp_path / "nfs" / "study"
     # the token file but not RAY_AUTH_MODE: an explicit address makes semtune.search turn on
@@ -209,6 +213,15 @@ def test_search_runs_a_study_on_the_cluster_given_its_address_with_shared_storag
     assert len(list((shared / "tune").glob("trial_*/checkpoint_*"))) >= 2
     assert (out / "best_generator.pt").is_file()
     assert json.loads((out / "study.json").read_text())["tune_storage"] == str(shared)
+    # the confirmation ran as a second Tune experiment in the shared storage: 2 configurations
+    # x 2 seeds, each scored on every confirmation image, and the study says its verdict
+    assert len(list((shared / "tune_confirm").glob("trial_*/checkpoint_*"))) >= 4
+    scores = pd.read_csv(out / "confirmation_scores.csv")
+    images = len(list(confirm.glob("*.jpg")))
+    assert len(scores) == 2 * 2 * images and scores["seed"].nunique() == 2
+    assert "verdict: " in proc.stdout, proc.stdout[-2000:]
+    best = json.loads((out / "best_trial.json").read_text())
+    assert "search_best" in best
 
     # --resume keeps the study's storage path; another one is refused before Ray starts
     from semtune.tune.space import load_space

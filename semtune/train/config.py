@@ -98,8 +98,15 @@ class FConfig:
     # the identity term on F (MSE(a, F(a))) pulls a learnable blur towards a delta; 1 = the
     # paper, 0 for the physics F (issue 7)
     identity_weight: float = 0.0
+    # Share of G's pseudo-inputs whose noise (F's and loss.pseudo_noise) is scaled down by a
+    # factor log-uniform in [LOW_NOISE_MIN, 1]: a noise-conditioned G (model.noise_film) then
+    # also learns blurred inputs cleaner than the data's, down to the paper's noise-free sets
+    # (docs/restoration.md, item 24). 0 = every pseudo-input carries the full noise.
+    low_noise_share: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.low_noise_share <= 1:
+            raise ValueError(f"low_noise_share must be in [0, 1], got {self.low_noise_share!r}")
         if self.kernel_size % 2 == 0 or self.kernel_size < 3:
             raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
         require_positive("init_sigma", self.init_sigma)

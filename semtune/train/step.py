@@ -20,7 +20,7 @@ from semtune.losses import cycle_loss, edge_loss, identity_loss, lsgan_d_loss, l
 from semtune.models.degradation import PhysicsDegradation
 from semtune.train.state import TrainState
 
-__all__ = ["NonFiniteLossError", "Precision", "train_step"]
+__all__ = ["LOW_NOISE_MIN", "NonFiniteLossError", "Precision", "low_noise_scale", "train_step"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -103,6 +103,20 @@ def _frozen(m: nn.Module) -> Callable[[Tensor], Tensor]:
     return lambda x: torch.func.functional_call(m, params, (x,))
 
 
+LOW_NOISE_MIN = 0.03  # the smallest share of the noise a pseudo-input keeps (f.low_noise_share)
+
+
+def low_noise_scale(batch: int, share: float, generator: torch.Generator) -> Tensor:
+    """(batch,) factors for the noise of G's pseudo-inputs: 1, except for ``share`` of them
+    (drawn at random), log-uniform in [LOW_NOISE_MIN, 1]. Draws nothing when ``share`` is 0,
+    so that runs without it keep their random streams."""
+    if share <= 0:
+        return torch.ones(batch)
+    low = torch.rand(batch, generator=generator) < share
+    s = torch.exp((1 - torch.rand(batch, generator=generator)) * math.log(LOW_NOISE_MIN))
+    return torch.where(low, s, torch.ones(batch))
+
+
 def train_step(
     state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precision
 ) -> dict[str, float]:
@@ -131,15 +145,18 @@ def train_step(
             if isinstance(f, PhysicsDegradation)
             else None
         )
+        # f.low_noise_share: some pseudo-inputs carry less noise (D_blur's view keeps it all)
+        scale = low_noise_scale(real_b.shape[0], cfg.f.low_noise_share, state.generator)
+        scale = scale.view(-1, 1, 1, 1).to(device=pseudo.device, dtype=pseudo.dtype)
         if f_noise is not None:
             # G's pseudo-pairs carry the data's own noise (f.noise), and D_blur sees it too
-            pseudo = pseudo + f_noise
+            pseudo = pseudo + scale * f_noise
             fake_a = fake_a + f_noise
         if lc.pseudo_noise > 0:
             # a noise prior: G must restore F(b) + n to b, so it cannot simply amplify every
             # faint high frequency (what a deconvolution does, and where it paints grain)
             noise = torch.randn(pseudo.shape, generator=state.generator, dtype=pseudo.dtype)
-            pseudo = pseudo + lc.pseudo_noise * noise.to(pseudo.device)
+            pseudo = pseudo + scale * lc.pseudo_noise * noise.to(pseudo.device)
         rec_b = g(pseudo)  # G(F(b))
         idt_f = f_cyc(real_a)  # F(a), identity on F
         idt_g = g(real_b)  # G(b), identity on G

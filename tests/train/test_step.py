@@ -83,3 +83,34 @@ def test_the_total_is_eq_16s_weighted_sum_of_its_terms() -> None:
         + weights["gamma"] * terms["edge"]
     )
     assert losses["loss_g"] == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_low_noise_share_scales_that_share_of_the_pseudo_inputs_noise_down_log_uniformly() -> None:
+    """f.low_noise_share: the factors are 1 but for about that share of the batch, which gets
+    factors spread log-uniformly over [LOW_NOISE_MIN, 1]; at 0 nothing is drawn at all (runs
+    without it keep their random streams)."""
+    import math
+
+    from semtune.train.step import LOW_NOISE_MIN, low_noise_scale
+
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(low_noise_scale(64, 0.0, g), torch.ones(64))
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())
+    s = low_noise_scale(20000, 0.5, g)
+    low = s[s < 1]
+    assert 0.47 < len(low) / len(s) < 0.53
+    assert LOW_NOISE_MIN <= float(low.min()) and float(low.max()) < 1
+    # log-uniform: the log of the factor is uniform over [log LOW_NOISE_MIN, 0]
+    logs = torch.log(low) / math.log(LOW_NOISE_MIN)
+    assert (
+        abs(float(logs.mean()) - 0.5) < 0.02
+        and abs(float((logs < 0.25).float().mean()) - 0.25) < 0.02
+    )
+    assert torch.all(low_noise_scale(256, 1.0, g) < 1)
+
+
+def test_low_noise_share_outside_zero_to_one_is_refused_naming_the_key() -> None:
+    from semtune.config import ConfigError
+
+    with pytest.raises(ConfigError, match="low_noise_share"):
+        load_train_config("tiny", ["f.low_noise_share=1.5"])

@@ -98,7 +98,7 @@ def test_the_confirmation_set_must_be_images_the_search_never_sees(
     folder = tmp_path / "confirm"
     shutil.copytree(sample_test_dir, folder)
     spec = parse_space(_spec_dict(sample_train_dir, {"top_k": 1, "data": str(folder)}))
-    base = spec.train_config().to_dict()
+    base = spec.train_config()
     assert len(check_confirmation_images(spec, base)) == len(list(sample_test_dir.iterdir()))
     train_image = sorted(p for p in sample_train_dir.iterdir() if p.suffix == ".jpg")[0]
     shutil.copyfile(train_image, folder / "renamed.jpg")

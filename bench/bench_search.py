@@ -105,7 +105,10 @@ def bench_overhead(steps: int, tmp: Path) -> dict[str, Any]:
     out = tmp / "study-overhead"
     t0 = time.time()
     subprocess.run(
-        [PY, "-m", "semtune.search", "--space", str(space), "--out", str(out)],
+        # tracked as a user's study is (a local MLflow store), in the benchmark's own folder:
+        # never the repository's ./mlruns
+        [PY, "-m", "semtune.search", "--space", str(space), "--out", str(out)]
+        + ["--tracking-uri", f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"],
         cwd=REPO_ROOT,
         env=env,
         check=True,

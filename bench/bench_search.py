@@ -103,6 +103,7 @@ def bench_overhead(steps: int, tmp: Path) -> dict[str, Any]:
     # The same through the study (one trial, 1 CPU).
     space = _space_file(tmp, "overhead", overrides, trials=1)
     out = tmp / "study-overhead"
+    (tmp / "mlruns").mkdir(exist_ok=True)
     t0 = time.time()
     subprocess.run(
         # tracked as a user's study is (a local MLflow store), in the benchmark's own folder:

@@ -62,11 +62,12 @@ def test_half_gpu_trials_get_one_device_each_two_per_gpu_all_gpus_used(
                     "config": "tiny",
                     "overrides": {
                         "data.clean_dir": str(repo_root / "data" / "sample" / "train"),
-                        # long enough (~1 min on 2 busy cores) for the second node's
-                        # workers to start (torch import) before the head's trials end and
-                        # Tune hands the waiting trials to those reused actors instead
-                        "schedule.steps": 24,
-                        "schedule.eval_every": 12,
+                        # long enough for the second node's workers to start (torch import)
+                        # before the head's trials end and Tune hands the waiting trials to
+                        # those reused actors instead (at 24 steps, one full-suite run in
+                        # several left a simulated GPU unused)
+                        "schedule.steps": 40,
+                        "schedule.eval_every": 20,
                     },
                 },
                 "space": {"loss.gamma": {"distribution": "uniform", "low": 0.0, "high": 20.0}},

@@ -7,7 +7,7 @@ name here is part of the public interface.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,6 +38,7 @@ __all__ = [
     "REMOVED",
     "RENAMED",
     "config_from_dict",
+    "migrate_overrides",
     "load_train_config",
     "migrate",
     "migrate_key",
@@ -225,11 +226,7 @@ class TrainConfig:
     ) -> TrainConfig:
         """A copy with ``{config.path: value}`` applied (a trial's parameters), old key names
         migrated and every value type-checked; ConfigError naming the key otherwise."""
-        pairs = [
-            new
-            for key, value in values.items()
-            if (new := migrate_key(key, value, source=source, strict=strict)) is not None
-        ]
+        pairs = migrate_overrides(values.items(), source=source, strict=strict)
         data = apply_overrides(self.to_dict(), pairs)
         return from_dict(TrainConfig, data, source=source)
 
@@ -318,6 +315,19 @@ def migrate(data: Mapping[str, Any], *, source: str = "config", strict: bool = T
     return out
 
 
+def migrate_overrides(
+    items: Iterable[str | tuple[str, Any]], *, source: str = "override", strict: bool = True
+) -> list[tuple[str, Any]]:
+    """``"path=value"`` strings or ``(path, value)`` pairs as today's ``(path, value)`` pairs:
+    parsed, old key names moved, removed options dropped (``migrate_key``)."""
+    pairs = []
+    for item in items:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        if (new := migrate_key(key, value, source=source, strict=strict)) is not None:
+            pairs.append(new)
+    return pairs
+
+
 def config_from_dict(
     data: Mapping[str, Any], *, source: str = "config", strict: bool = True
 ) -> TrainConfig:
@@ -365,12 +375,7 @@ def load_train_config(
     if base:
         data = _merge(data, migrate(base, source=source, strict=False))
     if overrides:
-        pairs = []
-        for item in overrides:
-            key, value = parse_override(item) if isinstance(item, str) else item
-            if (new := migrate_key(key, value, source="override")) is not None:
-                pairs.append(new)
-        data = apply_overrides(data, pairs)
+        data = apply_overrides(data, migrate_overrides(overrides, source="override"))
         source = f"{source} (with overrides)"
     return from_dict(TrainConfig, data, source=source)
 

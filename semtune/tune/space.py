@@ -25,7 +25,6 @@ from semtune.config import (
     from_dict,
     get_path,
     load_yaml,
-    parse_override,
     replace_path,
 )
 from semtune.train.config import (
@@ -34,7 +33,7 @@ from semtune.train.config import (
     RENAMED,
     TrainConfig,
     load_train_config,
-    migrate_key,
+    migrate_overrides,
 )
 from semtune.tune.spec import (
     DEFAULT_REPORT,
@@ -258,15 +257,10 @@ def _parse_base(
         raise ConfigError(
             f"{source}: base.overrides: expected a mapping of config paths to values, got {raw!r}"
         )
-    pairs: list[tuple[str, Any]] = [(str(k), v) for k, v in raw.items()]
-    for item in extra:
-        pairs.append(parse_override(item) if isinstance(item, str) else (item[0], item[1]))
     # study files written with the trainer config's old key names still load
-    pairs = [
-        new
-        for key, value in pairs
-        if (new := migrate_key(key, value, source=f"{source}: base.overrides")) is not None
-    ]
+    pairs = migrate_overrides(
+        [*((str(k), v) for k, v in raw.items()), *extra], source=f"{source}: base.overrides"
+    )
     try:
         plain = load_train_config(name)
     except ConfigError as exc:

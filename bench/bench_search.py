@@ -196,30 +196,13 @@ def bench_parallel(steps: int, tmp: Path) -> dict[str, Any]:
     }
 
 
-def _last_scores(study: Path, trial_id: str) -> dict[str, float]:
-    """A trial's per-image SSIM at its last evaluation (its newest checkpoint)."""
-    import pandas as pd
+def _paired(study: Path, trial_id: str, best: dict[str, dict[str, float]]) -> tuple[float, float]:
+    """95% interval of the mean per-image SSIM difference, a trial (its latest checkpoint's
+    scores) minus the grid's best: ``semtune.compare``, as ``python -m semtune.compare`` runs it."""
+    from semtune.compare import compare, read_scores
 
-    files = sorted((study / "tune" / f"trial_{trial_id}").glob("checkpoint_*/val_scores.csv"))
-    scores = pd.read_csv(files[-1])
-    last = scores[scores["step"] == scores["step"].max()]
-    return dict(zip(last["image"], last["ssim"], strict=True))
-
-
-def _paired(study: Path, trial_id: str, best: dict[str, float]) -> tuple[float, float] | None:
-    """95% interval of the mean per-image SSIM difference, trial minus the grid's best
-    (bootstrap over images, ``semtune.uncertainty``); None without shared images."""
-    import torch
-
-    from semtune.uncertainty import bootstrap_ci
-
-    mine = _last_scores(study, trial_id)
-    shared = sorted(set(mine) & set(best))
-    if not shared:
-        return None
-    d = torch.tensor([mine[i] - best[i] for i in shared], dtype=torch.float64)
-    ci = bootstrap_ci({"d": d}, list(range(len(shared))))
-    return float(ci["d_ci_low"]), float(ci["d_ci_high"])
+    c = compare(best, read_scores(study / "tune" / f"trial_{trial_id}"), "ssim")
+    return c.ci_low, c.ci_high
 
 
 def bench_search(grid_points: int, seeds: int, tmp: Path) -> dict[str, Any]:
@@ -256,7 +239,9 @@ def bench_search(grid_points: int, seeds: int, tmp: Path) -> dict[str, Any]:
         grid_best = float(g["ssim"].max())
         grid_cost = int(g["step"].sum())
         best_id = str(g.loc[g["ssim"].idxmax(), "trial_id"])
-        best_scores = _last_scores(tmp / "grid", best_id)
+        from semtune.compare import read_scores
+
+        best_scores = read_scores(tmp / "grid" / "tune" / f"trial_{best_id}")
         same_as_best = [
             _paired(tmp / "grid", str(tid), best_scores) for tid in g["trial_id"] if tid != best_id
         ]
@@ -277,7 +262,7 @@ def bench_search(grid_points: int, seeds: int, tmp: Path) -> dict[str, Any]:
                 if hit is None and row["ssim"] >= grid_best - 0.005:
                     hit = cost
                 paired = _paired(tmp / f"tpe{seed}", str(row["trial_id"]), best_scores)
-                if same is None and paired is not None and paired[1] >= 0:
+                if same is None and paired[1] >= 0:
                     same = cost
             runs.append(
                 {
@@ -300,10 +285,8 @@ def bench_search(grid_points: int, seeds: int, tmp: Path) -> dict[str, Any]:
             float(g.loc[g["ssim"].idxmax(), "ssim_ci_low"]),
             float(g.loc[g["ssim"].idxmax(), "ssim_ci_high"]),
         ],
-        "grid_trials_indistinguishable_from_best": sum(
-            1 for c in same_as_best if c is not None and c[1] >= 0
-        ),
-        "grid_paired_differences_to_best": [c for c in same_as_best if c is not None],
+        "grid_trials_indistinguishable_from_best": sum(1 for c in same_as_best if c[1] >= 0),
+        "grid_paired_differences_to_best": same_as_best,
         "grid_steps": grid_cost,
         "grid_ssim_spread": float(g["ssim"].max() - g["ssim"].min()),
         "tpe_asha": runs,

@@ -104,16 +104,10 @@ class FConfig:
     # also learns blurred inputs cleaner than the data's, down to the paper's noise-free sets
     # (docs/restoration.md, item 24). 0 = every pseudo-input carries the full noise.
     low_noise_share: float = 0.0
-    # Share of G's clean targets softened by a Gaussian of sigma uniform in [0, 1.5] px before
-    # F blurs them: G learns to undo F's blur, not to make every image as sharp as the sharpest
-    # training images (docs/restoration.md, item 26). 0 = every target is a training image.
-    soft_target_share: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("low_noise_share", "soft_target_share"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if not 0 <= self.low_noise_share <= 1:
+            raise ValueError(f"low_noise_share must be in [0, 1], got {self.low_noise_share!r}")
         if self.kernel_size % 2 == 0 or self.kernel_size < 3:
             raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
         require_positive("init_sigma", self.init_sigma)
@@ -262,6 +256,7 @@ REMOVED: dict[str, tuple[Any, str]] = {
     "optim.pool_size": (0, "never set, tested or documented"),
     "loss.clean_share": (0.0, "tried and not taken (docs/restoration.md, item 23)"),
     "loss.partial_blur": (0.0, "tried and not taken (docs/restoration.md, item 17)"),
+    "f.soft_target_share": (0.0, "tried and not taken (docs/restoration.md, item 26)"),
 }
 _REMOVED_OUTPUTS = ("tanh", "none")  # model.output values never used by a preset
 

@@ -117,32 +117,6 @@ def low_noise_scale(batch: int, share: float, generator: torch.Generator) -> Ten
     return torch.where(low, s, torch.ones(batch))
 
 
-SOFT_TARGET_MAX = 1.5  # px: the widest Gaussian a softened clean target gets (f.soft_target_share)
-
-
-def soften(x: Tensor, share: float, generator: torch.Generator) -> Tensor:
-    """``x`` (B, 1, H, W) with ``share`` of its images (drawn at random) blurred by a Gaussian of
-    sigma uniform in [0, SOFT_TARGET_MAX] px, reflect borders: clean targets that are softer
-    than the sharpest training images, so that G learns to undo F's blur rather than to make
-    everything as sharp as those (docs/restoration.md, item 26). Draws nothing when ``share``
-    is 0, so that runs without it keep their random streams."""
-    if share <= 0:
-        return x
-    batch = x.shape[0]
-    chosen = torch.rand(batch, generator=generator) < share
-    sigma = torch.rand(batch, generator=generator) * SOFT_TARGET_MAX
-    sigma = torch.where(chosen, sigma, torch.zeros(batch)).clamp_min(1e-3)
-    radius = math.ceil(3 * SOFT_TARGET_MAX)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    taps = torch.exp(-(t[None, :] ** 2) / (2 * sigma[:, None] ** 2))
-    taps = (taps / taps.sum(dim=1, keepdim=True)).to(device=x.device, dtype=x.dtype)
-    h, w = x.shape[-2:]
-    z = nnf.pad(x.reshape(1, batch, h, w), (radius,) * 4, mode="reflect")
-    z = nnf.conv2d(z, taps.view(batch, 1, 1, -1), groups=batch)
-    z = nnf.conv2d(z, taps.view(batch, 1, -1, 1), groups=batch)
-    return z.reshape(x.shape)
-
-
 def train_step(
     state: TrainState, real_a: Tensor, real_b: Tensor, prec: Precision
 ) -> dict[str, float]:
@@ -165,13 +139,7 @@ def train_step(
         fake_b = g(real_a)  # G(a): restored
         rec_a = f_cyc(fake_b)  # F(G(a))
         fake_a = f(real_b)  # F(b): synthetically blurred
-        # f.soft_target_share: some of G's targets are softer clean images (D_blur's view of
-        # F(b) keeps the real ones)
-        target_b = soften(real_b, cfg.f.soft_target_share, state.generator)
-        if target_b is real_b:
-            pseudo = f_cyc(real_b) if cfg.f.gan_only else fake_a  # F(b): G's pseudo-input
-        else:
-            pseudo = f_cyc(target_b)
+        pseudo = f_cyc(real_b) if cfg.f.gan_only else fake_a  # F(b): G's pseudo-blurred input
         f_noise = (
             f.noise(fake_a, state.generator, cfg.data.degrade.noise)
             if isinstance(f, PhysicsDegradation)
@@ -191,12 +159,12 @@ def train_step(
             pseudo = pseudo + scale * lc.pseudo_noise * noise.to(pseudo.device)
         rec_b = g(pseudo)  # G(F(b))
         idt_f = f_cyc(real_a)  # F(a), identity on F
-        idt_g = g(target_b)  # G(b), identity on G
+        idt_g = g(real_b)  # G(b), identity on G
         gan = lsgan_g_loss(d_blur(fake_a))
         if lc.gan_weight_g > 0:  # at 0, D_clean has no say and is not run at all
             gan = gan + lc.gan_weight_g * lsgan_g_loss(d_clean(fake_b))
     # SSIM's constants (1e-4) vanish in half precision: the image losses run in fp32.
-    real_a32, real_b32 = real_a.float(), target_b.float()
+    real_a32, real_b32 = real_a.float(), real_b.float()
     # forward cycle a -> G(a) -> F(G(a)) and backward cycle b -> F(b) -> G(F(b))
     cyc_a = cycle_loss(rec_a.float(), real_a32)
     cyc_b = cycle_loss(rec_b.float(), real_b32)

@@ -43,7 +43,9 @@ def test_every_renamed_and_removed_key_of_the_old_config_is_handled() -> None:
         for key in body
     }
     new_paths = set(_paths(load_train_config("cpu").to_dict()))
-    assert old_paths - new_paths == set(RENAMED) | set(REMOVED)
+    assert old_paths - new_paths == set(RENAMED) | (set(REMOVED) & old_paths)
+    # removed since the fixtures were written (tried in main for one commit, never in a preset)
+    assert set(REMOVED) - old_paths == {"f.soft_target_share"}
     assert set(RENAMED.values()) <= new_paths
 
 

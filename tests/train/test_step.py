@@ -114,33 +114,3 @@ def test_low_noise_share_outside_zero_to_one_is_refused_naming_the_key() -> None
 
     with pytest.raises(ConfigError, match="low_noise_share"):
         load_train_config("tiny", ["f.low_noise_share=1.5"])
-
-
-def test_soft_target_share_blurs_that_share_of_the_targets_and_draws_nothing_at_zero() -> None:
-    """f.soft_target_share: about that share of the clean targets is Gaussian-blurred (mean grey
-    level kept, each image its own sigma up to SOFT_TARGET_MAX), the rest returned untouched; at
-    0 the batch itself comes back and no random number is drawn."""
-    from semtune.data.blur import gaussian_blur
-    from semtune.train.step import SOFT_TARGET_MAX, soften
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(400, 1, 24, 24, generator=torch.Generator().manual_seed(1))
-    assert soften(x, 0.0, g) is x
-    assert torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())
-    y = soften(x, 0.5, g)
-    changed = (y - x).abs().amax(dim=(1, 2, 3)) > 1e-3
-    assert 0.38 < float(changed.float().mean()) < 0.62
-    assert torch.allclose(y[~changed], x[~changed], atol=1e-3)
-    # blurring keeps the mean (reflect borders: up to a border effect) and lowers the variance
-    assert torch.allclose(y.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=0.02)
-    assert torch.all(y[changed].var(dim=(1, 2, 3)) < x[changed].var(dim=(1, 2, 3)))
-    # never more than the widest Gaussian, whose output is smoother than any softened image
-    widest = gaussian_blur(x, 13, SOFT_TARGET_MAX)
-    assert torch.all(widest.var(dim=(1, 2, 3)) <= y.var(dim=(1, 2, 3)) + 1e-6)
-
-
-def test_soft_target_share_outside_zero_to_one_is_refused_naming_the_key() -> None:
-    from semtune.config import ConfigError
-
-    with pytest.raises(ConfigError, match="soft_target_share"):
-        load_train_config("tiny", ["f.soft_target_share=-0.1"])

@@ -26,7 +26,12 @@ from torch import Tensor, nn
 
 from semtune.atomic import write_text_atomically
 from semtune.data.datasets import PairedSet
-from semtune.data.estimate import DegradationEstimate, estimate_degradation, noise_levels
+from semtune.data.estimate import (
+    DegradationEstimate,
+    estimate_degradation,
+    noise_free_warning,
+    noise_levels,
+)
 from semtune.data.unpaired import TrainingData, build_training_data, sample_crops
 from semtune.device import gpu_fallback_note, resolve_device
 from semtune.inference import restore_batch
@@ -361,6 +366,9 @@ def train(
                 "F adds the blurred images' noise: std "
                 f"{q[0]:.4f} / {q[1]:.4f} / {q[2]:.4f} (10th / 50th / 90th percentile)"
             )
+            warning = noise_free_warning(levels)
+            if warning is not None:
+                printer(f"WARNING: {warning}")
     if resume is None:
         state.data_stats = _data_stats(data, est)
     t_log, step_log = t0, state.step

@@ -54,3 +54,21 @@ def test_noise_levels_are_one_per_image(images: list[torch.Tensor]) -> None:
     levels = noise_levels(flat)
     assert levels.shape == (2,)
     assert levels.tolist() == pytest.approx([0.005, 0.02], rel=0.08)
+
+
+def test_noise_free_blurred_images_are_warned_about_and_real_ones_are_not(
+    images: list[torch.Tensor],
+) -> None:
+    """Set A's blur leaves real micrographs almost noise-free; the real images themselves, and
+    set A+n made from them, keep noise a model must learn to live with."""
+    from semtune.data.degrade import degrade
+    from semtune.data.estimate import NOISE_FREE_BELOW, noise_free_warning
+
+    batch = torch.stack(images)
+    set_a = list(degrade(batch, "A", seed=0).blurred)
+    set_an = list(degrade(batch, "A+n", seed=0).blurred)
+    assert float(noise_levels(set_a).median()) < NOISE_FREE_BELOW
+    warning = noise_free_warning(noise_levels(set_a))
+    assert warning is not None and "almost no pixel noise" in warning
+    assert noise_free_warning(noise_levels(images)) is None
+    assert noise_free_warning(noise_levels(set_an)) is None

@@ -224,6 +224,10 @@ def test_f_adds_noise_at_the_levels_measured_on_the_blurred_images(
     assert float(q[0]) == pytest.approx(float(measured.min()), rel=1e-5)
     assert float(q[-1]) == pytest.approx(float(measured.max()), rel=1e-5)
     assert any(line.startswith("F adds the blurred images' noise") for line in lines)
+    # these blurred images are set A's (noise-free): the run says what such a model will do
+    warnings = [line for line in lines if "carry almost no pixel noise" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING: ")
+    assert "paint grain into real, noisy ones" in warnings[0]
     # each crop of F's noise has one of those pixel stds (white part, read back by Immerkaer)
     from semtune.quality import noise_sigma
 

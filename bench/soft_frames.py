@@ -3,8 +3,8 @@
 For each image (its top-left 512 px) and for set A made from it, prints the pixel noise
 (``semtune.quality.noise_sigma``) and the share of power at 0.3-0.5 cycles/px over that at
 0.05-0.15 (radially, of the mean-removed image). A real frame whose figures fall among set A's
-is soft and nearly noise-free: to a blind restorer it looks like a set-A input, and a model that gains
-on set A sharpens it (docs/restoration.md, item 29).
+is soft and nearly noise-free: to a blind restorer it looks like a set-A input, and a model
+that gains on set A sharpens it (docs/restoration.md, item 29).
 
     python bench/soft_frames.py NASA_HELD
 """

@@ -59,6 +59,7 @@ __all__ = [
     "Reporter",
     "TrainResult",
     "evaluate_generator",
+    "data_lines",
     "export_generator",
     "resolve_device",
     "train",
@@ -276,6 +277,48 @@ def _progress_line(
     return " | ".join(parts)
 
 
+
+def _estimate_lines(est: DegradationEstimate, init_sigma: float) -> list[str]:
+    """What a run says about F's starting blur (and WARNING lines when it is not to be trusted)."""
+    if est.sigma is None:
+        return [
+            f"WARNING: the blur between the two folders could not be measured: "
+            f"{'; '.join(est.problems)}. F starts from f.init_sigma = "
+            f"{init_sigma:g} px instead ({est.describe()})."
+        ]
+    return [f"F starts from the data: {est.describe()}", *(f"WARNING: {p}" for p in est.problems)]
+
+
+def _noise_lines(levels: Tensor) -> list[str]:
+    """What a run says about the blurred images' noise, which F adds (and a WARNING when there
+    is almost none)."""
+    q = torch.quantile(levels, torch.tensor([0.1, 0.5, 0.9]))
+    lines = [
+        "F adds the blurred images' noise: std "
+        f"{q[0]:.4f} / {q[1]:.4f} / {q[2]:.4f} (10th / 50th / 90th percentile)"
+    ]
+    warning = noise_free_warning(levels)
+    if warning is not None:
+        lines.append(f"WARNING: {warning}")
+    return lines
+
+
+def data_lines(cfg: TrainConfig, data: TrainingData | None = None) -> list[str]:
+    """What a run of ``cfg`` measures on its data before its first step and prints: F's
+    starting blur and the blurred images' noise, with their WARNING lines (``data`` is built
+    from ``cfg.data`` when needed and not given). For a study's driver, whose trials write
+    these only to their own ``train.log``."""
+    if cfg.f.kind != "physics" or (cfg.f.init != "estimate" and not cfg.f.noise):
+        return []
+    data = data or build_training_data(cfg.data)
+    lines: list[str] = []
+    if cfg.f.init == "estimate":
+        est = data.estimate or estimate_degradation(data.blurred, data.clean)
+        lines += _estimate_lines(est, cfg.f.init_sigma)
+    if cfg.f.noise:
+        lines += _noise_lines(noise_levels(data.blurred))
+    return lines
+
 def train(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -347,28 +390,14 @@ def train(
         sigma = est.sigma if est.sigma is not None else cfg.f.init_sigma
         f.reset(sigma, float(f.transmission().detach()), float(f.airlight().detach()))
         if printer is not None:
-            if est.sigma is None:
-                printer(
-                    f"WARNING: the blur between the two folders could not be measured: "
-                    f"{'; '.join(est.problems)}. F starts from f.init_sigma = "
-                    f"{sigma:g} px instead ({est.describe()})."
-                )
-            else:
-                printer(f"F starts from the data: {est.describe()}")
-                for problem in est.problems:
-                    printer(f"WARNING: {problem}")
+            for line in _estimate_lines(est, cfg.f.init_sigma):
+                printer(line)
     if resume is None and physics is not None and cfg.f.noise:
         levels = noise_levels(data.blurred)
         physics.set_noise_levels(levels)
         if printer is not None:
-            q = torch.quantile(levels, torch.tensor([0.1, 0.5, 0.9]))
-            printer(
-                "F adds the blurred images' noise: std "
-                f"{q[0]:.4f} / {q[1]:.4f} / {q[2]:.4f} (10th / 50th / 90th percentile)"
-            )
-            warning = noise_free_warning(levels)
-            if warning is not None:
-                printer(f"WARNING: {warning}")
+            for line in _noise_lines(levels):
+                printer(line)
     if resume is None:
         state.data_stats = _data_stats(data, est)
     t_log, step_log = t0, state.step

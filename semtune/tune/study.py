@@ -34,7 +34,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from semtune.train.config import TrainConfig
-from semtune.train.loop import Reporter
+from semtune.train.loop import Reporter, data_lines
 from semtune.tune.confirm import (
     CONFIRM_DIR,
     SEED_PATH,
@@ -195,6 +195,19 @@ def _build_tuner(
     )
 
 
+
+def _say_what_trials_measure(base: TrainConfig, printer: Callable[[str], None]) -> None:
+    """Once, in the terminal, what every trial measures on the data before training and writes
+    only to its own train.log: a blur that cannot be measured, or blurred images without noise,
+    is worth knowing before the trials spend their hours on it."""
+    try:
+        lines = data_lines(base)
+    except (OSError, ValueError) as exc:  # the trials will report it, each in its train.log
+        printer(f"data: could not be measured here ({exc})")
+        return
+    for line in lines:
+        printer(f"data (base config, as each trial measures it): {line}")
+
 def run_study(
     spec: StudySpec,
     out: str | Path | None = None,
@@ -298,6 +311,8 @@ def run_study(
         if tune_root != str(out):
             printer(f"Tune state and checkpoints: {tune_root}/{TUNE_DIR}")
         printer(f"optuna-dashboard {storage}")
+        if not resume:
+            _say_what_trials_measure(base, printer)
         tuner = _build_tuner(
             spec,
             out,

@@ -194,3 +194,28 @@ def test_a_trial_stopped_by_a_full_disk_fails_clearly_and_the_study_resumes(
     row = again.table.iloc[0]
     assert row["status"] == "done" and row["step"] == 6 and row["error"] == ""
     assert _reported_steps(row["path"])[-1] == (6, 3)
+
+
+def test_the_driver_says_once_what_every_trial_measures_on_the_data(
+    sample_train_dir: Path,
+) -> None:
+    """Trials write F's starting blur, the blurred images' noise and their warnings only to
+    their own train.log; the driver prints them once before the trials start, so that a study
+    on noise-free blurred images (or a blur that cannot be measured) says so in the terminal."""
+    from semtune.train.config import load_train_config
+    from semtune.tune.study import _say_what_trials_measure
+
+    def said(*overrides: str, preset: str = "cpu") -> list[str]:
+        lines: list[str] = []
+        cfg = load_train_config(preset, [f"data.clean_dir={sample_train_dir}", *overrides])
+        _say_what_trials_measure(cfg, lines.append)
+        return lines
+
+    noisy = said()  # the cpu preset: set A+n of the bundled images
+    assert any("F starts from the data: blur sigma" in line for line in noisy)
+    assert any("F adds the blurred images' noise" in line for line in noisy)
+    assert not any("almost no pixel noise" in line for line in noisy)
+    clean = said("data.synthetic_set=A")
+    warnings = [line for line in clean if "WARNING: the blurred images carry almost no" in line]
+    assert len(warnings) == 1 and "paint grain into real, noisy ones" in warnings[0]
+    assert said(preset="tiny") == []  # F from a fixed Gaussian, no noise: nothing measured

@@ -277,7 +277,6 @@ def _progress_line(
     return " | ".join(parts)
 
 
-
 def _estimate_lines(est: DegradationEstimate, init_sigma: float) -> list[str]:
     """What a run says about F's starting blur (and WARNING lines when it is not to be trusted)."""
     if est.sigma is None:
@@ -303,14 +302,14 @@ def _noise_lines(levels: Tensor) -> list[str]:
     return lines
 
 
-def data_lines(cfg: TrainConfig, data: TrainingData | None = None) -> list[str]:
+def data_lines(cfg: TrainConfig) -> list[str]:
     """What a run of ``cfg`` measures on its data before its first step and prints: F's
-    starting blur and the blurred images' noise, with their WARNING lines (``data`` is built
-    from ``cfg.data`` when needed and not given). For a study's driver, whose trials write
-    these only to their own ``train.log``."""
+    starting blur and the blurred images' noise, with their WARNING lines (the data are read
+    only when there is something to measure). For a study's driver, whose trials write these
+    only to their own ``train.log``."""
     if cfg.f.kind != "physics" or (cfg.f.init != "estimate" and not cfg.f.noise):
         return []
-    data = data or build_training_data(cfg.data)
+    data = build_training_data(cfg.data)
     lines: list[str] = []
     if cfg.f.init == "estimate":
         est = data.estimate or estimate_degradation(data.blurred, data.clean)
@@ -318,6 +317,7 @@ def data_lines(cfg: TrainConfig, data: TrainingData | None = None) -> list[str]:
     if cfg.f.noise:
         lines += _noise_lines(noise_levels(data.blurred))
     return lines
+
 
 def train(
     cfg: TrainConfig,

@@ -195,7 +195,6 @@ def _build_tuner(
     )
 
 
-
 def _say_what_trials_measure(base: TrainConfig, printer: Callable[[str], None]) -> None:
     """Once, in the terminal, what every trial measures on the data before training and writes
     only to its own train.log: a blur that cannot be measured, or blurred images without noise,
@@ -207,6 +206,7 @@ def _say_what_trials_measure(base: TrainConfig, printer: Callable[[str], None]) 
         return
     for line in lines:
         printer(f"data (base config, as each trial measures it): {line}")
+
 
 def run_study(
     spec: StudySpec,

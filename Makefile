@@ -57,6 +57,7 @@ cli-docs: setup
 
 lint: setup
 	$(PY) -m ruff check semtune tests bench
+	$(PY) -m ruff format --check semtune tests bench
 	$(PY) -m mypy semtune
 	$(VENV)/bin/lint-imports
 
